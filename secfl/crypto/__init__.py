@@ -1,0 +1,1 @@
+"""Cryptographic primitives only (no torch, no protocol logic)."""
