@@ -1,0 +1,3 @@
+from secfl.cli import main
+
+raise SystemExit(main())

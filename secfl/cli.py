@@ -1,0 +1,244 @@
+"""The ``secfl`` command: ``run``, ``compare`` and ``info``.
+
+``secfl run [CONFIG.toml] [flags]`` runs one experiment (flags override the file) and writes
+``results.json``, ``rounds.csv`` and the resolved ``config.toml`` into ``--out``.
+``secfl compare --protocols a,b,...`` runs the same experiment once per protocol and writes a
+Markdown + JSON table and a PNG plot. ``secfl info`` prints versions, the device, the protocols
+and the CKKS presets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from secfl._version import __version__
+from secfl.errors import SecFLError
+
+__all__ = ["main"]
+
+log = logging.getLogger("secfl")
+
+# flag -> dotted config key
+_FLAGS: dict[str, tuple[str, type, str]] = {
+    "protocol": ("protocol", str, "plaintext | ckks | ckks-threshold | additive | secagg"),
+    "dataset": ("data.name", str, "breast-cancer | digits | synthetic | npz | mnist-idx"),
+    "data_path": ("data.path", str, "file (.npz) or directory (MNIST IDX) for user data"),
+    "model": ("model", str, "logreg | mlp | cnn"),
+    "clients": ("clients", int, "number of clients"),
+    "rounds": ("rounds", int, "number of federated rounds"),
+    "seed": ("seed", int, "experiment seed"),
+    "sample_fraction": ("sample_fraction", float, "fraction of clients sampled per round"),
+    "dropout": ("dropout", float, "probability a sampled client drops before uploading"),
+    "clip": ("clip", float, "L2 clip norm applied to each update (0: off)"),
+    "server_lr": ("server_lr", float, "server learning rate"),
+    "device": ("device", str, "auto | cpu | cuda | mps"),
+    "workers": ("workers", int, "processes for client training"),
+    "partition": ("partition.kind", str, "iid | dirichlet | shards"),
+    "alpha": ("partition.alpha", float, "Dirichlet concentration"),
+    "epochs": ("train.epochs", int, "local epochs"),
+    "batch_size": ("train.batch_size", int, "local batch size"),
+    "lr": ("train.lr", float, "local learning rate"),
+    "optimizer": ("train.optimizer", str, "sgd | adam"),
+    "prox_mu": ("train.prox_mu", float, "FedProx mu"),
+}
+
+
+def _add_experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="TOML config file (flags override it)")
+    for flag, (_, typ, help_) in _FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, default=None, help=help_)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set protocol_options.preset=nvflare (value parsed as TOML)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/<protocol>-<dataset>-<model>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
+
+
+def _parse_value(text: str) -> Any:
+    from secfl.runtime.config import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string
+
+
+def _resolve(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
+    from secfl.runtime.config import ExperimentConfig, apply_overrides, load_toml
+
+    base = load_toml(args.config) if args.config else {}
+    overrides: dict[str, Any] = {}
+    for flag, (key, _, _) in _FLAGS.items():
+        v = getattr(args, flag)
+        if v is not None:
+            overrides[key] = v
+    for item in args.set:
+        if "=" not in item:
+            raise SystemExit(f"secfl: --set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = _parse_value(v.strip())
+    overrides.update(extra or {})
+    return ExperimentConfig.from_dict(apply_overrides(base, overrides))
+
+
+def _default_out(cfg: Any) -> Path:
+    return Path("runs") / f"{cfg.protocol}-{cfg.data.name.value}-{cfg.model.value}"
+
+
+_HEADER = f"{'round':>5} {'acc':>7} {'loss':>8} {'clients':>7} {'drop':>4} {'up B/cl':>11} {'down B/cl':>11} " \
+          f"{'train s':>8} {'prot s':>8} {'aggr s':>8} {'reveal s':>8} {'total s':>8}"
+
+
+def _row(r: Any) -> str:
+    s = r.seconds
+    return (f"{r.round:>5} {r.accuracy:>7.4f} {r.loss:>8.4f} {len(r.clients):>7} {len(r.dropped):>4} "
+            f"{r.bytes_up_per_client:>11,.0f} {r.bytes_down_per_client:>11,.0f} {s['train']:>8.3f} "
+            f"{s['setup'] + s['protect']:>8.3f} {s['aggregate']:>8.3f} {s['reveal']:>8.3f} {s['total']:>8.3f}")
+
+
+def _run_one(cfg: Any, out: Path, quiet: bool, label: str = "") -> Any:
+    from tqdm import tqdm
+
+    from secfl.runtime.config import dump_toml
+    from secfl.runtime.simulator import Experiment
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(dump_toml(cfg.to_dict()))
+    bar = tqdm(total=cfg.rounds, desc=label or cfg.protocol, unit="round", disable=quiet, file=sys.stderr,
+               leave=False)
+    if not quiet:
+        tqdm.write(_HEADER)
+
+    def on_round(rec: Any) -> None:
+        bar.update(1)
+        bar.set_postfix(acc=f"{rec.accuracy:.3f}")
+        if not quiet:
+            tqdm.write(_row(rec))
+
+    try:
+        result = Experiment(cfg).run(on_round)
+    finally:
+        bar.close()
+    result.write(out)
+    return result
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _resolve(args)
+    out = Path(args.out) if args.out else _default_out(cfg)
+    result = _run_one(cfg, out, args.quiet)
+    f = result.final
+    print(f"final accuracy {f['accuracy']:.4f}, loss {f['loss']:.4f} after {f['rounds']} rounds "
+          f"({cfg.protocol}, {cfg.data.name.value}/{cfg.model.value}); results in {out}/")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from secfl.runtime.report import write_comparison
+
+    names = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if not names or len(set(names)) != len(names):
+        raise SystemExit(f"secfl compare: --protocols needs distinct protocol names, got {args.protocols!r}")
+    results = {}
+    base_cfg = None
+    for name in names:
+        cfg = _resolve(args, {"protocol": name})
+        base_cfg = base_cfg or cfg
+        out = Path(args.out or "runs/compare") / name
+        print(f"== {name} ==", file=sys.stderr)
+        results[name] = _run_one(cfg, out, args.quiet, label=name)
+    files = write_comparison(results, Path(args.out or "runs/compare"))
+    print(Path(files[0]).read_text())
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy
+    import torch
+
+    from secfl.fl.training import select_device
+    from secfl.protocols import PROTOCOLS, available
+
+    def version(mod: str) -> str:
+        try:
+            from importlib.metadata import version as v
+
+            return v(mod)
+        except Exception:  # noqa: BLE001 - metadata lookup of optional packages
+            return "not installed"
+
+    info: dict[str, Any] = {
+        "secfl": __version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "torch": torch.__version__,
+        "tenseal": version("tenseal"),
+        "pycryptodome": version("pycryptodome"),
+        "device": str(select_device("auto")),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+    }
+    protos = available()
+    print("\n".join(f"{k:>14}: {v}" for k, v in info.items()))
+    print("\nprotocols:")
+    for name in PROTOCOLS:
+        print(f"  {name:<15} {protos.get(name, '(not available in this version)')}")
+    presets = _ckks_presets()
+    if presets:
+        print("\nCKKS presets (bytes measured by serializing a real ciphertext):")
+        cols = list(presets[0].keys())
+        print("  " + " | ".join(cols))
+        for row in presets:
+            print("  " + " | ".join(str(row[c]) for c in cols))
+    if args.json:
+        print(json.dumps({**info, "protocols": protos, "ckks_presets": presets}, indent=2))
+    return 0
+
+
+def _ckks_presets() -> list[dict[str, Any]]:
+    try:
+        from secfl.crypto.ckks import preset_table
+    except ImportError:
+        return []
+    return preset_table()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="secfl", description="Secure federated learning experiments.")
+    parser.add_argument("--version", action="version", version=f"secfl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log warnings and details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run one experiment")
+    _add_experiment_args(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("compare", help="run the same experiment under several protocols")
+    _add_experiment_args(p)
+    p.add_argument("--protocols", required=True, help="comma-separated protocol names")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("info", help="versions, device, protocols, CKKS presets")
+    p.add_argument("--json", action="store_true", help="also print JSON")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except SecFLError as exc:
+        print(f"secfl: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

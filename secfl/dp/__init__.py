@@ -1,0 +1,1 @@
+"""Clipping, noise mechanisms and privacy accounting (numpy only)."""

@@ -1,0 +1,122 @@
+"""``secfl.secure_mean``: one complete protocol round, in-process, over real serialized messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from secfl.crypto.prg import derive_seed
+from secfl.errors import ConfigError, SecFLError
+from secfl.protocols import RoundSpec, make_protocol
+from secfl.protocols.network import Network
+
+__all__ = ["SecureMeanResult", "secure_mean"]
+
+
+@dataclass(frozen=True)
+class SecureMeanResult:
+    """What one round revealed and what it cost.
+
+    ``mean``: the weighted mean (float64) over ``included`` clients; ``bytes_up`` / ``bytes_down``:
+    bytes sent / received by all non-server parties, from the actual serialized messages;
+    ``seconds``: phase → wall seconds (setup, protect, aggregate, reveal, total);
+    ``dropped``: client index → reason.
+    """
+
+    mean: np.ndarray
+    bytes_up: int
+    bytes_down: int
+    seconds: dict[str, float]
+    included: tuple[int, ...]
+    dropped: dict[int, str] = field(default_factory=dict)
+    total_weight: float = 0.0
+    network: Network | None = None
+
+
+def secure_mean(
+    updates: Sequence[np.ndarray] | np.ndarray,
+    weights: Sequence[float] | np.ndarray | None = None,
+    protocol: str = "plaintext",
+    *,
+    seed: int | None = None,
+    dropouts: Iterable[int] = (),
+    stage_dropouts: Mapping[str, Iterable[int]] | None = None,
+    record_views: bool = False,
+    **options: Any,
+) -> SecureMeanResult:
+    """Weighted mean of ``updates`` computed by ``protocol`` over real messages.
+
+    ``updates``: one 1-D float vector per client (a list or a 2-D array). ``weights``: one
+    positive weight per client (default 1). ``seed``: makes the non-secret randomness
+    (quantization dither) reproducible; keys, masks and shares are always fresh.
+    ``dropouts``: clients that go silent after setup, before their protected update arrives.
+    ``stage_dropouts``: protocol stage name → clients that go silent before that stage.
+    Every other keyword is a protocol option (unknown names are refused with the allowed list).
+    """
+    vectors = [np.asarray(u) for u in updates]
+    if not vectors:
+        raise ConfigError("updates: need at least one client update")
+    dim = int(vectors[0].shape[0]) if vectors[0].ndim == 1 else -1
+    if dim < 1:
+        raise ConfigError(f"updates: each update must be a non-empty 1-D vector, got shape {vectors[0].shape}")
+    n = len(vectors)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ConfigError(f"weights: expected {n} weights, got shape {w.shape}")
+    dropped_set = {int(d) for d in dropouts}
+    if not dropped_set <= set(range(n)):
+        raise ConfigError(f"dropouts: indices must be in [0, {n}), got {sorted(dropped_set)}")
+    stage = {k: frozenset(int(c) for c in v) for k, v in (stage_dropouts or {}).items()}
+    round_seed = derive_seed(int(seed).to_bytes(32, "little", signed=True), "secure_mean") if seed is not None else None
+
+    proto = make_protocol(protocol, **options)
+    net = Network(record_views=record_views)
+    seconds = {"setup": 0.0, "protect": 0.0, "aggregate": 0.0, "reveal": 0.0}
+    dropped: dict[int, str] = {c: "dropped out before upload" for c in dropped_set}
+    t_start = time.perf_counter()
+    try:
+        rnd = proto.open_round(RoundSpec(0, tuple(range(n)), dim, seed=round_seed, dropouts=stage), net)
+        t = time.perf_counter()
+        rnd.setup()
+        seconds["setup"] = time.perf_counter() - t
+        for c in range(n):
+            if c in dropped_set:
+                continue
+            t = time.perf_counter()
+            try:
+                upload = rnd.protect(c, vectors[c], float(w[c]))
+            except SecFLError as exc:
+                dropped[c] = f"{type(exc).__name__}: {exc}"
+                continue
+            finally:
+                seconds["protect"] += time.perf_counter() - t
+            t = time.perf_counter()
+            try:
+                rnd.receive(c, upload)
+            except SecFLError as exc:
+                dropped[c] = f"{type(exc).__name__}: {exc}"
+            finally:
+                seconds["aggregate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        revealed = rnd.reveal()
+        seconds["reveal"] = time.perf_counter() - t
+    finally:
+        proto.close()
+    seconds["total"] = time.perf_counter() - t_start
+    for c in revealed.dropped:
+        dropped.setdefault(c, "dropped by the protocol")
+    up, down = net.party_bytes()
+    return SecureMeanResult(
+        mean=np.asarray(revealed.mean, dtype=np.float64),
+        bytes_up=up,
+        bytes_down=down,
+        seconds=seconds,
+        included=revealed.included,
+        dropped=dict(sorted(dropped.items())),
+        total_weight=revealed.total_weight,
+        network=net if record_views else None,
+    )

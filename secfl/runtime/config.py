@@ -1,0 +1,204 @@
+"""Experiment configuration: one frozen dataclass tree, loadable from TOML and overridable.
+
+TOML layout (every key optional; defaults below)::
+
+    protocol = "ckks"          # plaintext | ckks | ckks-threshold | additive | secagg
+    model = "logreg"           # logreg | mlp | cnn
+    clients = 10
+    rounds = 20
+    seed = 0
+    sample_fraction = 1.0      # fraction of clients sampled per round, in (0, 1]
+    dropout = 0.0              # probability that a sampled client goes silent before uploading
+    clip = 0.0                 # L2 clip norm of each update before protection (0: no clipping)
+    server_lr = 1.0
+    device = "auto"            # auto | cpu | cuda | mps
+    workers = 1                # processes for client training
+
+    [data]        # secfl.fl.data.DataConfig: name, path, test_fraction, standardize, ...
+    [partition]   # secfl.fl.partition.PartitionConfig: kind, alpha, shards_per_client, size_skew, min_size
+    [train]       # secfl.fl.training.TrainConfig: epochs, batch_size, lr, optimizer, momentum, weight_decay, prox_mu
+    [protocol_options]   # options of the chosen protocol (see `secfl info`)
+
+Unknown keys are refused with the list of allowed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from secfl.errors import ConfigError
+from secfl.fl.data import DataConfig
+from secfl.fl.models import ModelName
+from secfl.fl.partition import PartitionConfig
+from secfl.fl.training import DeviceChoice, TrainConfig
+from secfl.protocols import PROTOCOLS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["ExperimentConfig", "load_toml", "dump_toml", "apply_overrides"]
+
+_SECTIONS: dict[str, type[Any]] = {"data": DataConfig, "partition": PartitionConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole federated experiment. Validated on construction; strings coerced to Enums."""
+
+    protocol: str = "ckks"
+    model: ModelName = ModelName.LOGREG
+    clients: int = 10
+    rounds: int = 20
+    seed: int = 0
+    sample_fraction: float = 1.0
+    dropout: float = 0.0
+    clip: float = 0.0
+    server_lr: float = 1.0
+    device: DeviceChoice = DeviceChoice.AUTO
+    workers: int = 1
+    data: DataConfig = field(default_factory=DataConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    protocol_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol: unknown {self.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+        s(self, "model", _enum(ModelName, "model", self.model))
+        s(self, "device", _enum(DeviceChoice, "device", self.device))
+        for name, low in (("clients", 1), ("rounds", 1), ("workers", 1), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"{name}: must be an integer >= {low}, got {v!r}")
+        _real("sample_fraction", self.sample_fraction, 0.0, 1.0, low_open=True)
+        _real("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        _real("clip", self.clip, 0.0, math.inf)
+        _real("server_lr", self.server_lr, 0.0, math.inf, low_open=True)
+        for name, cls in _SECTIONS.items():
+            v = getattr(self, name)
+            if isinstance(v, Mapping):
+                s(self, name, _section(cls, name, v))
+            elif not isinstance(v, cls):
+                raise ConfigError(f"{name}: expected a table / {cls.__name__}, got {type(v).__name__}")
+        if not isinstance(self.protocol_options, Mapping):
+            raise ConfigError("protocol_options: expected a table of the protocol's options")
+        s(self, "protocol_options", MappingProxyType(dict(self.protocol_options)))
+
+    # -- conversions -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
+        return _section(cls, "config", values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-ready dict (Enums as their values, None dropped)."""
+        return _plain(self)
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _enum(cls: type[Enum], name: str, value: Any) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise ConfigError(f"{name}: unknown {value!r}; allowed: {', '.join(str(m.value) for m in cls)}") from None
+
+
+def _real(name: str, v: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ConfigError(f"{name}: must be a number in {lo}{low}, {high}{hi}, got {v!r}")
+
+
+def _section(cls: type[Any], name: str, values: Mapping[str, Any]) -> Any:
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            v = _plain(getattr(obj, f.name))
+            if v is not None:
+                out[f.name] = v
+        return out
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into a dict (validated later by :class:`ExperimentConfig`)."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+
+
+def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge dotted-key overrides (``"train.lr": 0.1``) into a nested dict, returning a copy."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[p] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ConfigError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_toml(values: Mapping[str, Any]) -> str:
+    """Write a config dict (scalars, lists, one level of tables) as TOML."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, Mapping)]
+    for k, v in values.items():
+        if isinstance(v, Mapping):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+

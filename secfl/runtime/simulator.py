@@ -1,0 +1,249 @@
+"""The in-process federated simulator: rounds of local training + a protocol round + FedAvg.
+
+Each round: sample clients → broadcast the global model (a real serialized message) → local
+training (in this process, or in a process pool with ``workers > 1``) → optional L2 clipping →
+the protocol's round (setup, protect, receive, reveal; see :mod:`secfl.protocols.base`) →
+``w ← w + server_lr · mean`` → evaluation on the held-out test set.
+
+Reproducibility: client sampling, dropout draws, training seeds and the quantization dither all
+derive from ``config.seed``; client training runs single-threaded in every worker and in this
+process, so on CPU a seed gives bit-identical models whatever the worker count. Cryptographic
+keys, masks and shares stay fresh (never seeded); protocols whose decryption adds noise
+(CKKS) therefore differ run to run within their documented error bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from secfl._version import __version__
+from secfl.crypto.prg import derive_seed
+from secfl.dp.clipping import clip_l2
+from secfl.errors import ProtocolAbort, SecFLError
+from secfl.fl.codec import ModelCodec
+from secfl.fl.data import Dataset, load_dataset
+from secfl.fl.fedavg import ModelBroadcast, apply_mean, sample_clients
+from secfl.fl.models import build_model
+from secfl.fl.partition import partition
+from secfl.fl.training import LocalResult, evaluate, local_train, select_device
+from secfl.protocols import RoundSpec, make_protocol
+from secfl.protocols.network import Network, server_id
+from secfl.runtime.config import ExperimentConfig
+from secfl.runtime.results import ExperimentResult, RoundRecord
+
+__all__ = ["Experiment", "UpdateHook"]
+
+log = logging.getLogger("secfl")
+
+#: (round, client, update) -> update; lets tests and attack experiments inject misbehaviour.
+UpdateHook = Callable[[int, int, np.ndarray], np.ndarray]
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _client_seed(seed: int, rnd: int, client: int) -> int:
+    return int(np.random.SeedSequence([seed, rnd, client, 0x5EC]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class _ClientWork:
+    """Everything a worker needs to train any client (sent once per worker)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    parts: list[np.ndarray]
+    model: nn.Module
+    train: Any
+    device: str
+
+
+_WORK: _ClientWork | None = None
+_CODEC: ModelCodec | None = None
+
+
+def _set_work(work: _ClientWork, codec: ModelCodec) -> None:
+    global _WORK, _CODEC
+    _WORK, _CODEC = work, codec
+
+
+def _init_worker(work: _ClientWork) -> None:
+    torch.set_num_threads(1)
+    _set_work(work, ModelCodec.from_module(work.model))
+
+
+def _train_one(client: int, global_vector: np.ndarray, seed: int) -> LocalResult:
+    if _WORK is None or _CODEC is None:
+        raise ProtocolAbort("worker used before initialisation")
+    idx = _WORK.parts[client]
+    with _single_thread():
+        return local_train(_WORK.model, _CODEC, global_vector, _WORK.x[idx], _WORK.y[idx], _WORK.train, seed,
+                           torch.device(_WORK.device))
+
+
+@dataclass
+class Experiment:
+    """A federated experiment. ``Experiment(config).run()`` → :class:`ExperimentResult`.
+
+    ``model``: any ``torch.nn.Module`` to train instead of ``config.model`` (its parameters and
+    buffers are what the protocol protects). ``dataset``: a :class:`~secfl.fl.data.Dataset`
+    instead of ``config.data``. ``update_hook``: called on each client's update before it is
+    protected (fault injection for tests and attack studies).
+    """
+
+    config: ExperimentConfig = field(default_factory=ExperimentConfig)
+    model: nn.Module | None = None
+    dataset: Dataset | None = None
+    update_hook: UpdateHook | None = None
+
+    def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> ExperimentResult:
+        cfg = self.config
+        data = self.dataset if self.dataset is not None else load_dataset(cfg.data, cfg.seed)
+        parts = partition(data.y_train, cfg.clients, cfg.partition, cfg.seed)
+        model = self.model if self.model is not None else build_model(
+            cfg.model, data.input_shape, data.num_classes, cfg.seed)
+        model = model.cpu()
+        codec = ModelCodec.from_module(model)
+        device = select_device(cfg.device)
+        work = _ClientWork(data.x_train, data.y_train, parts, model, cfg.train, str(device))
+        global_vec = codec.to_vector(model).astype(np.float32)
+        protocol = make_protocol(cfg.protocol, **dict(cfg.protocol_options))
+        seed_bytes = derive_seed(int(cfg.seed).to_bytes(32, "little"), "experiment")
+        sizes = [int(p.size) for p in parts]
+        log.info("secfl %s: %s, %s/%s, %d clients (sizes %d..%d), dim %d, device %s",
+                 __version__, cfg.protocol, data.name, cfg.model.value, cfg.clients, min(sizes), max(sizes),
+                 codec.dim, device)
+        pool = None
+        if cfg.workers > 1:
+            ctx = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=(work,))
+        else:
+            _set_work(work, codec)
+        records: list[RoundRecord] = []
+        try:
+            for rnd in range(cfg.rounds):
+                t_round = time.perf_counter()
+                chosen, silent = sample_clients(cfg.clients, cfg.sample_fraction, cfg.dropout, cfg.seed, rnd)
+                net = Network()
+                # 1. broadcast: one real message, delivered to every sampled client
+                t = time.perf_counter()
+                wire = ModelBroadcast(rnd, server_id(0), global_vec).to_bytes()
+                received = {c: ModelBroadcast.from_bytes(net.send(server_id(0), c, wire), expect_round=rnd).vector
+                            for c in chosen}
+                model_bytes_down = len(wire)
+                # 2. local training
+                seeds = [_client_seed(cfg.seed, rnd, c) for c in chosen]
+                if pool is not None:
+                    results = list(pool.map(_train_one, chosen, [received[c] for c in chosen], seeds))
+                else:
+                    results = [_train_one(c, received[c], s) for c, s in zip(chosen, seeds)]
+                t_train = time.perf_counter() - t
+                # 3. protocol round
+                record = self._protocol_round(protocol, net, rnd, chosen, silent, results, seed_bytes, codec.dim)
+                if record.revealed is not None:
+                    global_vec = apply_mean(global_vec, record.revealed, cfg.server_lr)
+                # 4. evaluation
+                t = time.perf_counter()
+                acc, loss = evaluate(model, codec, global_vec, data.x_test, data.y_test, device)
+                t_eval = time.perf_counter() - t
+                ups = [net.sent.get(c, 0) for c in chosen]
+                downs = [net.received.get(c, 0) for c in chosen]
+                rec = RoundRecord(
+                    round=rnd + 1,
+                    accuracy=acc,
+                    loss=loss,
+                    train_loss=float(np.mean([r.train_loss for r in results])),
+                    clients=list(chosen),
+                    dropped=sorted(record.dropped),
+                    dropped_reasons={str(k): v for k, v in sorted(record.dropped.items())},
+                    bytes_up_per_client=float(np.mean(ups)),
+                    bytes_down_per_client=float(np.mean(downs)),
+                    model_bytes_down_per_client=float(model_bytes_down),
+                    seconds={"train": t_train, **record.seconds, "eval": t_eval,
+                             "total": time.perf_counter() - t_round},
+                    epsilon=None,
+                )
+                records.append(rec)
+                if on_round is not None:
+                    on_round(rec)
+        finally:
+            protocol.close()
+            if pool is not None:
+                pool.shutdown()
+        return ExperimentResult.build(cfg, records, dim=codec.dim, dataset=data.name,
+                                      client_sizes=sizes, device=str(device))
+
+    def _protocol_round(self, protocol: Any, net: Network, rnd: int, chosen: Sequence[int], silent: set[int],
+                        results: Sequence[LocalResult], seed: bytes, dim: int) -> _RoundOutcome:
+        cfg = self.config
+        seconds = {"setup": 0.0, "protect": 0.0, "aggregate": 0.0, "reveal": 0.0}
+        dropped: dict[int, str] = {c: "went silent before uploading (simulated dropout)" for c in silent}
+        spec = RoundSpec(rnd, tuple(chosen), dim, seed=derive_seed(seed, "round", rnd))
+        t = time.perf_counter()
+        prot_round = protocol.open_round(spec, net)
+        prot_round.setup()
+        seconds["setup"] = time.perf_counter() - t
+        for c, res in zip(chosen, results):
+            if c in silent:
+                continue
+            update = res.update
+            if self.update_hook is not None:
+                update = self.update_hook(rnd, c, update)
+            if cfg.clip > 0:
+                update, _ = clip_l2(update, cfg.clip)
+            t = time.perf_counter()
+            try:
+                upload = prot_round.protect(c, update, float(res.num_examples))
+            except SecFLError as exc:
+                dropped[c] = f"{type(exc).__name__}: {exc}"
+                log.warning("round %d: client %d dropped: %s", rnd + 1, c, dropped[c])
+                continue
+            finally:
+                seconds["protect"] += time.perf_counter() - t
+            t = time.perf_counter()
+            try:
+                prot_round.receive(c, upload)
+            except SecFLError as exc:
+                dropped[c] = f"{type(exc).__name__}: {exc}"
+                log.warning("round %d: server rejected client %d: %s", rnd + 1, c, dropped[c])
+            finally:
+                seconds["aggregate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        revealed = None
+        try:
+            out = prot_round.reveal()
+            revealed = out.mean
+            for c in out.dropped:
+                dropped.setdefault(c, "dropped by the protocol")
+        except ProtocolAbort as exc:
+            log.warning("round %d aborted, global model unchanged: %s", rnd + 1, exc)
+            for c in chosen:
+                dropped.setdefault(c, f"round aborted: {exc}")
+        seconds["reveal"] = time.perf_counter() - t
+        return _RoundOutcome(revealed, dropped, seconds)
+
+
+@dataclass
+class _RoundOutcome:
+    revealed: np.ndarray | None
+    dropped: dict[int, str]
+    seconds: dict[str, float]
+
