@@ -50,14 +50,16 @@ class ExperimentResult:
     rounds: list[RoundRecord]
     final: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the final global model as a flat float32 vector (not written to results.json)
+    model_vector: Any = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, cfg: Any, rounds: list[RoundRecord], **meta: Any) -> ExperimentResult:
+    def build(cls, cfg: Any, rounds: list[RoundRecord], model_vector: Any = None, **meta: Any) -> ExperimentResult:
         last = rounds[-1]
         final = {"accuracy": last.accuracy, "loss": last.loss, "epsilon": last.epsilon, "delta": None,
                  "rounds": len(rounds)}
         meta = {**meta, "python": platform.python_version()}
-        return cls(cfg.to_dict(), rounds, final, meta)
+        return cls(cfg.to_dict(), rounds, final, meta, model_vector)
 
     def to_dict(self) -> dict[str, Any]:
         return {"secfl_version": __version__, "config": self.config, "rounds": [asdict(r) for r in self.rounds],

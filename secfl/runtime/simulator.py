@@ -15,6 +15,8 @@ keys, masks and shares stay fresh (never seeded); protocols whose decryption add
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import logging
 import multiprocessing
 import time
@@ -87,7 +89,10 @@ def _set_work(work: _ClientWork, codec: ModelCodec) -> None:
 
 def _init_worker(work: _ClientWork) -> None:
     torch.set_num_threads(1)
-    _set_work(work, ModelCodec.from_module(work.model))
+    # torch pickles tensors for multiprocessing through shared memory: without a private copy
+    # every worker would train the same parameter storage at once (a silent data race).
+    model = copy.deepcopy(work.model)
+    _set_work(dataclasses.replace(work, model=model), ModelCodec.from_module(model))
 
 
 def _train_one(client: int, global_vector: np.ndarray, seed: int) -> LocalResult:
@@ -188,7 +193,7 @@ class Experiment:
             protocol.close()
             if pool is not None:
                 pool.shutdown()
-        return ExperimentResult.build(cfg, records, dim=codec.dim, dataset=data.name,
+        return ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim, dataset=data.name,
                                       client_sizes=sizes, device=str(device))
 
     def _protocol_round(self, protocol: Any, net: Network, rnd: int, chosen: Sequence[int], silent: set[int],
