@@ -123,7 +123,8 @@ class ModelCodec:
 
     def state_dict_from_vector(self, vector: Any) -> dict[str, torch.Tensor]:
         """CPU tensors with each entry's shape and dtype; validates the vector first."""
-        flat = torch.from_numpy(self._check_vector(vector))
+        arr = self._check_vector(vector)
+        flat = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
         state: dict[str, torch.Tensor] = {}
         for spec in self.specs:
             piece = flat[spec.offset:spec.offset + spec.size].reshape(spec.shape)

@@ -92,9 +92,9 @@ class TrainConfig:
     rather than ignored.
     """
 
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 32
-    lr: float = 0.05
+    lr: float = 0.1
     optimizer: OptimizerName = OptimizerName.SGD
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -167,20 +167,24 @@ def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torc
     return xt, yt
 
 
+def _acc_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
 @contextlib.contextmanager
 def _forked_rng(device: torch.device, seed: int) -> Iterator[None]:
     """Seed the CPU (and this device's) global generator for the block, then restore it."""
-    if device.type in ("cuda", "mps"):
-        fork = torch.random.fork_rng(devices=[device.index or 0], device_type=device.type)
-    else:
+    index = 0
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        fork = torch.random.fork_rng(devices=[index], device_type="cuda")
+    else:  # CPU; on MPS only the CPU generator is forked (MPS kernels are not bit-exact anyway)
         fork = torch.random.fork_rng(devices=[])
     with fork:
         torch.default_generator.manual_seed(seed)
         if device.type == "cuda":
-            with torch.cuda.device(device.index or 0):
+            with torch.cuda.device(index):
                 torch.cuda.manual_seed(seed)
-        elif device.type == "mps":
-            torch.mps.manual_seed(seed)
         yield
 
 
@@ -214,7 +218,7 @@ def local_train(model: nn.Module, codec: ModelCodec, global_vector: np.ndarray, 
     params = [p for p in named.values() if p.requires_grad]
     prox_terms: list[tuple[nn.Parameter, torch.Tensor]] = []
     if cfg.prox_mu > 0.0:
-        flat = torch.from_numpy(base)
+        flat = torch.tensor(base)  # a copy: the caller's array may be read-only
         for spec in codec.specs:
             param = named.get(spec.name)
             if spec.is_buffer or param is None or not param.requires_grad:
@@ -226,7 +230,7 @@ def local_train(model: nn.Module, codec: ModelCodec, global_vector: np.ndarray, 
 
     was_training = model.training
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=_acc_dtype(device), device=device)
     try:
         with _forked_rng(device, int(seed)):
             for _ in range(cfg.epochs):
@@ -236,7 +240,7 @@ def local_train(model: nn.Module, codec: ModelCodec, global_vector: np.ndarray, 
                     idx = order[begin:begin + cfg.batch_size]
                     optimizer.zero_grad(set_to_none=True)
                     loss = F.cross_entropy(model(xt[idx]), yt[idx])
-                    loss_sum += loss.detach().to(torch.float64) * idx.shape[0]
+                    loss_sum += loss.detach().to(loss_sum.dtype) * idx.shape[0]
                     if prox_terms:
                         prox = sum(((p - g) ** 2).sum() for p, g in prox_terms)
                         loss = loss + 0.5 * cfg.prox_mu * prox
@@ -264,7 +268,7 @@ def evaluate(model: nn.Module, codec: ModelCodec, vector: np.ndarray, x: np.ndar
     xt, yt = _to_device(x_arr, y_arr, device)
     n = yt.shape[0]
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=_acc_dtype(device), device=device)
     was_training = model.training
     model.eval()
     try:
@@ -272,7 +276,7 @@ def evaluate(model: nn.Module, codec: ModelCodec, vector: np.ndarray, x: np.ndar
             for begin in range(0, n, batch):
                 logits = model(xt[begin:begin + batch])
                 target = yt[begin:begin + batch]
-                loss_sum += F.cross_entropy(logits, target, reduction="sum").to(torch.float64)
+                loss_sum += F.cross_entropy(logits, target, reduction="sum").to(loss_sum.dtype)
                 correct += (logits.argmax(dim=1) == target).sum()
     finally:
         model.train(was_training)

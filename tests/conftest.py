@@ -1,0 +1,5 @@
+"""Shared test settings: one torch thread (2-core CI machines oversubscribe otherwise)."""
+
+import torch
+
+torch.set_num_threads(1)
