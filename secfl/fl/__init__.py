@@ -1,0 +1,1 @@
+"""Federated learning on torch: data, partitioning, models, local training, FedAvg, model <-> vector."""
