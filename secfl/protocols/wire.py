@@ -62,6 +62,7 @@ class MsgType(IntEnum):
     CKKS_PUBLIC_CONTEXT = 20
     CKKS_UPDATE = 21
     CKKS_AGGREGATE = 22
+    CKKS_SECRET_CONTEXT = 23
     # ckks-threshold (issue 4)
     THR_PUBKEY_SHARE = 30
     THR_SHAMIR_SHARES = 31
