@@ -1,0 +1,273 @@
+"""CKKS aggregation benchmark: every preset side by side, plus TenSEAL's vector API as deployed.
+
+For each preset and vector length (10^4, 10^5, 10^6 parameters) it measures, through the real
+``ckks`` protocol objects and real serialized messages:
+
+* client encrypt + serialize (``protect``: validation, encryption under the public key, bit
+  packing, framing with CRC) -- parameters per second on one core (one process);
+* bytes per parameter of the whole ``CKKS_UPDATE`` frame (framing included) and the ratio to
+  float32;
+* server aggregation -- total time to parse, validate and fold in the uploads of 10 and of
+  100 clients (``receive``);
+* decryption -- the key holder's parse + decrypt + decode of the aggregate, and the whole
+  ``reveal`` (server serializes the aggregate, key holder decrypts).
+
+Reference row ``tenseal-vector``: the common HE-FL implementation (TenSEAL ``ckks_vector``,
+N=8192, primes [60, 40, 40], scale 2^40, one real per slot, public-key encryption, SEAL's own
+serialization; what NVIDIA FLARE ships), timed the same way but without secfl framing.
+
+Timings are medians over ``--repeats`` runs, wall clock (``perf_counter``) and, beside it, CPU
+time of this thread (``thread_time``) which is less disturbed by other processes on a shared
+machine. Results go to ``benchmarks/results/ckks-<timestamp>.{json,md}``.
+
+Usage: ``python benchmarks/bench_ckks.py [--quick] [--repeats R] [--sizes 10000,100000]
+[--presets compact,wide] [--no-tenseal] [--full]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from secfl.crypto.ckks import CkksParams, CkksPreset  # noqa: E402
+from secfl.protocols import RoundSpec, make_protocol  # noqa: E402
+from secfl.protocols.base import Upload  # noqa: E402
+from secfl.protocols.ckks import CkksUpdate  # noqa: E402
+from secfl.protocols.network import Network, server_id  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
+    """(median wall seconds, median thread-CPU seconds, last result)."""
+    walls, cpus, out = [], [], None
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        out = fn()
+        cpus.append(time.thread_time() - c0)
+        walls.append(time.perf_counter() - w0)
+    return statistics.median(walls), statistics.median(cpus), out
+
+
+def _time_decrypt(proto: Any, rnd: Any, dim: int, repeats: int) -> tuple[float, float]:
+    """The key holder's parse + decrypt + decode of the round's aggregate."""
+    holder = proto._holder
+    blob = rnd._acc.result().to_bytes()
+    wall, cpu, _ = _timed(lambda: holder.decrypt(holder.public().ciphertexts_from_bytes(blob), dim + 1), repeats)
+    return wall, cpu
+
+
+def bench_preset(preset: CkksPreset, sizes: list[int], repeats: int, clients: tuple[int, ...]) -> list[dict[str, Any]]:
+    rows = []
+    params = CkksParams.from_preset(preset)
+    for dim in sizes:
+        proto = make_protocol("ckks", preset=preset.value, clip_range=1.0)
+        net = Network()
+        rng = np.random.default_rng(dim)
+        rnd_no = 0
+        top = max(clients)
+        rnd = proto.open_round(RoundSpec(rnd_no, tuple(range(top)), dim), net)
+        rnd.setup()  # keys + provisioning once; later rounds reuse them
+        x = rng.uniform(-1.0, 1.0, dim)
+        rnd.protect(0, x, 100.0)  # warm-up: ring tables and the public key's FFT are built lazily
+        wall, cpu, upload = _timed(lambda: rnd.protect(0, x, 100.0), repeats)  # noqa: B023
+        frame = upload.parts[0][1]
+        distinct = [CkksUpdate.from_bytes(rnd.protect(0, rng.uniform(-1, 1, dim), 50.0 + i).parts[0][1]).ciphertexts
+                    for i in range(3)]
+        row: dict[str, Any] = {
+            "preset": preset.value,
+            "params": params.describe(),
+            "security_bits": params.security_level,
+            "dim": dim,
+            "ciphertexts": params.ciphertexts_for(dim + 1),
+            "upload_bytes": len(frame),
+            "bytes_per_param": len(frame) / dim,
+            "ratio_to_float32": len(frame) / dim / 4.0,
+            "encrypt_s": wall,
+            "encrypt_cpu_s": cpu,
+            "encrypt_params_per_s": dim / wall,
+            "encrypt_params_per_s_cpu": dim / cpu,
+        }
+        for k in clients:
+            reps = repeats if k * dim <= 10_000_000 else 1
+            totals, cpu_totals = [], []
+            for _ in range(reps):
+                rnd_no += 1
+                r = proto.open_round(RoundSpec(rnd_no, tuple(range(k)), dim), net)
+                r.setup()
+                wall_sum = cpu_sum = 0.0
+                for c in range(k):
+                    up = Upload(((server_id(0), CkksUpdate(rnd_no, c, distinct[c % len(distinct)]).to_bytes()),))
+                    w0, c0 = time.perf_counter(), time.thread_time()
+                    r.receive(c, up)
+                    cpu_sum += time.thread_time() - c0
+                    wall_sum += time.perf_counter() - w0
+                totals.append(wall_sum)
+                cpu_totals.append(cpu_sum)
+                if k == min(clients):
+                    row["decrypt_s"], row["decrypt_cpu_s"] = _time_decrypt(proto, r, dim, repeats)
+                    w0 = time.perf_counter()
+                    r.reveal()
+                    row["reveal_s"] = time.perf_counter() - w0
+            row[f"aggregate_{k}_s"] = statistics.median(totals)
+            row[f"aggregate_{k}_cpu_s"] = statistics.median(cpu_totals)
+        proto.close()
+        rows.append(row)
+        print(_line(row), flush=True)
+    return rows
+
+
+def bench_tenseal(sizes: list[int], repeats: int, clients: tuple[int, ...], full: bool) -> list[dict[str, Any]]:
+    import tenseal as ts
+
+    rows = []
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40])
+    ctx.global_scale = 2.0**40
+    pub = ctx.copy()
+    pub.make_context_public()
+    per = 4096
+    for dim in sizes:
+        x = np.random.default_rng(dim).uniform(-1.0, 1.0, dim)
+        chunks = [x[i : i + per] for i in range(0, dim, per)]
+
+        def encrypt(chunks: list[np.ndarray] = chunks) -> list[bytes]:
+            return [ts.ckks_vector(pub, c).serialize() for c in chunks]
+
+        wall, cpu, blobs = _timed(encrypt, repeats)
+        nbytes = sum(len(b) for b in blobs)
+        row: dict[str, Any] = {
+            "preset": "tenseal-vector",
+            "params": "N=8192, primes 60+40+40 bits, scale 2^40, one real per slot (TenSEAL ckks_vector)",
+            "security_bits": 192,
+            "dim": dim,
+            "ciphertexts": len(blobs),
+            "upload_bytes": nbytes,
+            "bytes_per_param": nbytes / dim,
+            "ratio_to_float32": nbytes / dim / 4.0,
+            "encrypt_s": wall,
+            "encrypt_cpu_s": cpu,
+            "encrypt_params_per_s": dim / wall,
+            "encrypt_params_per_s_cpu": dim / cpu,
+        }
+        for k in clients:
+            if k * dim > 10_000_000 and not full:
+                continue  # ~1 minute for 100 x 10^6 through TenSEAL; run with --full
+
+            def aggregate(k: int = k, blobs: list[bytes] = blobs) -> list[Any]:
+                total = [ts.ckks_vector_from(pub, b) for b in blobs]
+                for _ in range(k - 1):
+                    for i, b in enumerate(blobs):
+                        total[i] += ts.ckks_vector_from(pub, b)
+                return total
+
+            reps = repeats if k * dim <= 10_000_000 else 1
+            a_wall, a_cpu, total = _timed(aggregate, reps)
+            row[f"aggregate_{k}_s"], row[f"aggregate_{k}_cpu_s"] = a_wall, a_cpu
+            if k == min(clients):
+                sums = [v.serialize() for v in total]
+
+                def decrypt(sums: list[bytes] = sums) -> np.ndarray:
+                    return np.concatenate([ts.ckks_vector_from(ctx, b).decrypt() for b in sums])
+
+                row["decrypt_s"], row["decrypt_cpu_s"], _ = _timed(decrypt, repeats)
+        rows.append(row)
+        print(_line(row), flush=True)
+    return rows
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "–"
+    if unit == "M":
+        return f"{v / 1e6:.2f}"
+    if unit == "s":
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (f"{row['preset']:>15} dim={row['dim']:>8}  {row['bytes_per_param']:6.2f} B/param  "
+            f"enc+ser {row['encrypt_params_per_s'] / 1e6:5.2f} M/s (cpu {row['encrypt_params_per_s_cpu'] / 1e6:5.2f})  "
+            f"agg10 {_fmt(row.get('aggregate_10_s'), 's')} s  agg100 {_fmt(row.get('aggregate_100_s'), 's')} s  "
+            f"decrypt {_fmt(row.get('decrypt_s'), 's')} s")
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    head = ("| preset | params | dim | B/param (framed) | × float32 | enc+ser M params/s (wall / cpu) "
+            "| aggregate 10 clients s | aggregate 100 clients s | decrypt s |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+    body = "".join(
+        f"| {r['preset']} | {r['params']} | {r['dim']:,} | {r['bytes_per_param']:.2f} | {r['ratio_to_float32']:.2f} "
+        f"| {_fmt(r['encrypt_params_per_s'], 'M')} / {_fmt(r['encrypt_params_per_s_cpu'], 'M')} "
+        f"| {_fmt(r.get('aggregate_10_s'), 's')} | {_fmt(r.get('aggregate_100_s'), 's')} "
+        f"| {_fmt(r.get('decrypt_s'), 's')} |\n"
+        for r in rows
+    )
+    notes = (f"\nMedians of {meta['repeats']} runs (aggregation of 100 clients at 10^6: one run); "
+             f"machine: {meta['machine']}, {meta['cpus']} CPUs, load average at start {meta['load_at_start']:.2f}, "
+             f"peak RSS of the whole run {meta.get('peak_rss_mb', 0):.0f} MB. "
+             "Encrypt + serialize is one client's `protect()` on one core; B/param counts the whole "
+             "CKKS_UPDATE frame (TenSEAL row: SEAL's serialized vectors, no framing). Aggregation = the "
+             "server's `receive()` of every upload (frame check, parse, range validation, modular add). "
+             "Decrypt = the key holder's parse + decrypt + decode of the aggregate.\n")
+    return f"# CKKS benchmark ({meta['date']})\n\n" + head + body + notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="10^4 and 10^5 parameters only, 3 repeats")
+    ap.add_argument("--sizes", default=None, help="comma-separated vector lengths")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--presets", default=",".join(p.value for p in CkksPreset), help="comma-separated presets")
+    ap.add_argument("--no-tenseal", action="store_true", help="skip the TenSEAL reference row")
+    ap.add_argument("--full", action="store_true", help="also 100 clients x 10^6 through TenSEAL (slow)")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
+        [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
+    repeats = args.repeats or (3 if args.quick else 5)
+    clients = (10, 100)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "repeats": repeats,
+        "sizes": sizes,
+    }
+    rows: list[dict[str, Any]] = []
+    for name in args.presets.split(","):
+        rows += bench_preset(CkksPreset(name.strip()), sizes, repeats, clients)
+    if not args.no_tenseal:
+        rows += bench_tenseal(sizes, min(repeats, 3), clients, args.full)
+    try:
+        import resource
+
+        meta["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except ImportError:  # pragma: no cover - not on Windows
+        pass
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"ckks-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (out / f"ckks-{stamp}.md").write_text(markdown(rows, meta))
+    print(f"\nwrote {out / f'ckks-{stamp}.json'} and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
