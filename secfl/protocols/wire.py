@@ -27,7 +27,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -74,6 +74,7 @@ class MsgType(IntEnum):
     ADD_SHARE = 40
     ADD_PARTIAL_SUM = 41
     ADD_INCLUDED_SET = 42
+    ADD_SERVER_KEY = 43
     # secagg (issue 5)
     SA_ADVERTISE_KEYS = 50
     SA_KEY_ROSTER = 51
@@ -91,7 +92,7 @@ class Frame:
     type: MsgType
     round: int
     sender: int
-    payload: bytes
+    payload: bytes | memoryview  # parsed frames hold a zero-copy view of the received bytes
 
     def to_bytes(self) -> bytes:
         if not 0 <= self.round < 1 << 32 or not 0 <= self.sender < 1 << 32:
@@ -125,7 +126,8 @@ class Frame:
                 f"length mismatch: header says {length} payload bytes, frame carries {len(data) - OVERHEAD_BYTES}"
             )
         (crc,) = _CRC.unpack_from(data, HEADER_BYTES + length)
-        if zlib.crc32(data[: HEADER_BYTES + length]) != crc:
+        view = memoryview(data)
+        if zlib.crc32(view[: HEADER_BYTES + length]) != crc:
             raise MalformedMessageError("checksum mismatch: the message was altered or corrupted in transit")
         try:
             mtype = MsgType(tag)
@@ -137,7 +139,8 @@ class Frame:
             raise ReplayError(f"message is for round {rnd}, this is round {expect_round}")
         if expect_sender is not None and sender != expect_sender:
             raise MalformedMessageError(f"header names sender {sender} but the channel says {expect_sender}")
-        return cls(mtype, rnd, sender, data[HEADER_BYTES : HEADER_BYTES + length])
+        # a zero-copy view: arrays parsed from it share the received buffer
+        return cls(mtype, rnd, sender, view[HEADER_BYTES : HEADER_BYTES + length])
 
 
 class _DType(IntEnum):
@@ -149,7 +152,7 @@ class _DType(IntEnum):
     I64 = 6
 
 
-_DTYPES = {
+_DTYPES: dict[_DType, np.dtype[Any]] = {
     _DType.F32: np.dtype("<f4"),
     _DType.F64: np.dtype("<f8"),
     _DType.U8: np.dtype("u1"),
@@ -207,12 +210,12 @@ class Reader:
 
     __slots__ = ("_buf", "_pos", "_what")
 
-    def __init__(self, buf: bytes, what: str = "payload") -> None:
-        self._buf = buf
+    def __init__(self, buf: bytes | memoryview, what: str = "payload") -> None:
+        self._buf = memoryview(buf)
         self._pos = 0
         self._what = what
 
-    def _take(self, n: int) -> bytes:
+    def _take(self, n: int) -> memoryview:
         if n < 0 or self._pos + n > len(self._buf):
             raise MalformedMessageError(f"{self._what} truncated at byte {self._pos} (needed {n} more)")
         out = self._buf[self._pos : self._pos + n]
@@ -235,7 +238,7 @@ class Reader:
         n = self.u64()
         if max_len is not None and n > max_len:
             raise MalformedMessageError(f"{self._what}: block of {n} bytes exceeds the limit {max_len}")
-        return self._take(n)
+        return bytes(self._take(n))
 
     def array(self, dtype: str | None = None, length: int | None = None) -> np.ndarray:
         """Read an array; ``dtype``/``length`` pin what the caller expects."""
