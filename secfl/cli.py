@@ -192,11 +192,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {name:<15} {protos.get(name, '(not available in this version)')}")
     presets = _ckks_presets()
     if presets:
-        print("\nCKKS presets (bytes measured by serializing a real ciphertext):")
-        cols = list(presets[0].keys())
-        print("  " + " | ".join(cols))
+        print("\nCKKS presets (bytes per parameter measured on serialized ciphertexts of "
+              f"{presets[0].get('measured_values', '?'):,} values):")
+        print(f"  {'preset':<10} {'N':>6} {'primes (bits)':<14} {'scale':>6} {'security':>9} "
+              f"{'B/param':>8} {'x float32':>9}")
         for row in presets:
-            print("  " + " | ".join(str(row[c]) for c in cols))
+            primes = "+".join(str(b) for b in row["coeff_bits"])
+            print(f"  {row['name']:<10} {row['poly_degree']:>6} {primes:<14} {'2^' + str(row['scale_bits']):>6} "
+                  f"{str(row['security_bits']) + '-bit':>9} {row['bytes_per_param']:>8.2f} "
+                  f"{row['ratio_to_float32']:>9.2f}")
     if args.json:
         print(json.dumps({**info, "protocols": protos, "ckks_presets": presets}, indent=2))
     return 0

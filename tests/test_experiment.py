@@ -130,3 +130,17 @@ def test_cli_compare_and_info(tmp_path, capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "torch" in text and "plaintext" in text and "device" in text
+
+
+@pytest.mark.parametrize("protocol", ["ckks"])
+def test_cli_run_secure_protocol_end_to_end(tmp_path, protocol):
+    """`secfl run --protocol P` trains as well as plaintext (same seed), with real bytes."""
+    common = ["--dataset", "synthetic", "--clients", "4", "--rounds", "3", "--quiet", "--set", "data.synthetic_samples=300"]
+    assert main(["run", "--protocol", "plaintext", "--out", str(tmp_path / "plain"), *common]) == 0
+    assert main(["run", "--protocol", protocol, "--out", str(tmp_path / protocol), *common]) == 0
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())
+    sec = json.loads((tmp_path / protocol / "results.json").read_text())
+    assert sec["config"]["protocol"] == protocol
+    assert abs(sec["final"]["accuracy"] - plain["final"]["accuracy"]) <= 0.02
+    assert all(r["dropped"] == [] for r in sec["rounds"])
+    assert sec["rounds"][0]["bytes_up_per_client"] > plain["rounds"][0]["bytes_up_per_client"]
