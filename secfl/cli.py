@@ -47,6 +47,11 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "lr": ("train.lr", float, "local learning rate"),
     "optimizer": ("train.optimizer", str, "sgd | adam"),
     "prox_mu": ("train.prox_mu", float, "FedProx mu"),
+    "dp_epsilon": ("dp.epsilon", float, "differential privacy: target epsilon over the run (0 = off)"),
+    "dp_delta": ("dp.delta", float, "differential privacy: delta (default 1e-5)"),
+    "dp_mode": ("dp.mode", str, "distributed (clients add noise before protection) | central (server adds it)"),
+    "dp_mechanism": ("dp.mechanism", str, "auto | gaussian | discrete-gaussian | skellam"),
+    "dp_min_honest": ("dp.min_honest", int, "distributed DP: guaranteed honest surviving clients (0 = auto)"),
 }
 
 
@@ -92,14 +97,15 @@ def _default_out(cfg: Any) -> Path:
 
 
 _HEADER = f"{'round':>5} {'acc':>7} {'loss':>8} {'clients':>7} {'drop':>4} {'up B/cl':>11} {'down B/cl':>11} " \
-          f"{'train s':>8} {'prot s':>8} {'aggr s':>8} {'reveal s':>8} {'total s':>8}"
+          f"{'train s':>8} {'prot s':>8} {'aggr s':>8} {'reveal s':>8} {'total s':>8} {'eps':>7}"
 
 
 def _row(r: Any) -> str:
     s = r.seconds
     return (f"{r.round:>5} {r.accuracy:>7.4f} {r.loss:>8.4f} {len(r.clients):>7} {len(r.dropped):>4} "
             f"{r.bytes_up_per_client:>11,.0f} {r.bytes_down_per_client:>11,.0f} {s['train']:>8.3f} "
-            f"{s['setup'] + s['protect']:>8.3f} {s['aggregate']:>8.3f} {s['reveal']:>8.3f} {s['total']:>8.3f}")
+            f"{s['setup'] + s['protect']:>8.3f} {s['aggregate']:>8.3f} {s['reveal']:>8.3f} {s['total']:>8.3f} "
+            f"{'inf' if r.epsilon is None else format(r.epsilon, '.3f'):>7}")
 
 
 def _run_one(cfg: Any, out: Path, quiet: bool, label: str = "") -> Any:

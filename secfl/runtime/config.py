@@ -17,6 +17,8 @@ TOML layout (every key optional; defaults below)::
     [data]        # secfl.fl.data.DataConfig: name, path, test_fraction, standardize, ...
     [partition]   # secfl.fl.partition.PartitionConfig: kind, alpha, shards_per_client, size_skew, min_size
     [train]       # secfl.fl.training.TrainConfig: epochs, batch_size, lr, optimizer, momentum, weight_decay, prox_mu
+    [dp]          # epsilon (0 = off), delta, noise_multiplier, mode = distributed | central,
+                  # mechanism = auto | gaussian | discrete-gaussian | skellam, min_honest (0 = auto)
     [protocol_options]   # options of the chosen protocol (see `secfl info`)
 
 Unknown keys are refused with the list of allowed ones.
@@ -40,6 +42,7 @@ from secfl.fl.models import ModelName
 from secfl.fl.partition import PartitionConfig
 from secfl.fl.training import DeviceChoice, TrainConfig
 from secfl.protocols import PROTOCOLS
+from secfl.runtime.privacy import DPSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +51,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = ["ExperimentConfig", "load_toml", "dump_toml", "apply_overrides"]
 
-_SECTIONS: dict[str, type[Any]] = {"data": DataConfig, "partition": PartitionConfig, "train": TrainConfig}
+_SECTIONS: dict[str, type[Any]] = {
+    "data": DataConfig, "partition": PartitionConfig, "train": TrainConfig, "dp": DPSettings}
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dp: DPSettings = field(default_factory=DPSettings)
     protocol_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

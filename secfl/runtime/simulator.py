@@ -32,16 +32,17 @@ from torch import nn
 from secfl._version import __version__
 from secfl.crypto.prg import derive_seed
 from secfl.dp.clipping import clip_l2
-from secfl.errors import ProtocolAbort, SecFLError
+from secfl.errors import ConfigError, ProtocolAbort, SecFLError
 from secfl.fl.codec import ModelCodec
 from secfl.fl.data import Dataset, load_dataset
 from secfl.fl.fedavg import ModelBroadcast, apply_mean, sample_clients
 from secfl.fl.models import build_model
 from secfl.fl.partition import partition
 from secfl.fl.training import LocalResult, evaluate, local_train, select_device
-from secfl.protocols import RoundSpec, make_protocol
+from secfl.protocols import RoundSpec, get_protocol, make_protocol
 from secfl.protocols.network import Network, server_id
 from secfl.runtime.config import ExperimentConfig
+from secfl.runtime.privacy import RunPrivacy
 from secfl.runtime.results import ExperimentResult, RoundRecord
 
 __all__ = ["Experiment", "UpdateHook"]
@@ -118,6 +119,7 @@ class Experiment:
     model: nn.Module | None = None
     dataset: Dataset | None = None
     update_hook: UpdateHook | None = None
+    _privacy: RunPrivacy | None = field(default=None, init=False, repr=False)
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> ExperimentResult:
         cfg = self.config
@@ -130,8 +132,19 @@ class Experiment:
         device = select_device(cfg.device)
         work = _ClientWork(data.x_train, data.y_train, parts, model, cfg.train, str(device))
         global_vec = codec.to_vector(model).astype(np.float32)
-        protocol = make_protocol(cfg.protocol, **dict(cfg.protocol_options))
+        protocol = make_protocol(cfg.protocol, **self._protocol_options(max(int(p.size) for p in parts)))
         seed_bytes = derive_seed(int(cfg.seed).to_bytes(32, "little"), "experiment")
+        self._privacy = None
+        if cfg.dp.enabled:
+            per_round = max(1, int(round(cfg.sample_fraction * cfg.clients)))
+            integer = bool(getattr(protocol, "integer_domain", False))
+            if integer and not hasattr(protocol, "with_dp"):
+                raise ConfigError(f"protocol {cfg.protocol!r} does not support differential privacy yet")
+            self._privacy = RunPrivacy.create(cfg.dp, clip=cfg.clip, rounds=cfg.rounds, per_round=per_round,
+                                              dim=codec.dim, integer_protocol=integer,
+                                              modulus_bits=getattr(protocol, "modulus_bits", None))
+            if integer:
+                protocol = protocol.with_dp(self._privacy.mechanism)
         sizes = [int(p.size) for p in parts]
         log.info("secfl %s: %s, %s/%s, %d clients (sizes %d..%d), dim %d, device %s",
                  __version__, cfg.protocol, data.name, cfg.model.value, cfg.clients, min(sizes), max(sizes),
@@ -184,7 +197,7 @@ class Experiment:
                     model_bytes_down_per_client=float(model_bytes_down),
                     seconds={"train": t_train, **record.seconds, "eval": t_eval,
                              "total": time.perf_counter() - t_round},
-                    epsilon=None,
+                    epsilon=None if self._privacy is None else self._privacy.step(),
                 )
                 records.append(rec)
                 if on_round is not None:
@@ -193,8 +206,22 @@ class Experiment:
             protocol.close()
             if pool is not None:
                 pool.shutdown()
-        return ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim, dataset=data.name,
-                                      client_sizes=sizes, device=str(device))
+        result = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim, dataset=data.name,
+                                        client_sizes=sizes, device=str(device))
+        if self._privacy is not None:
+            result.final["delta"] = self._privacy.plan.delta
+            result.meta["dp"] = self._privacy.summary()
+        return result
+
+    def _protocol_options(self, largest_client: int) -> dict[str, Any]:
+        """The configured protocol options, plus a public weight bound when the protocol takes one
+        and the user set none: 1 under DP (every weight is 1), else the largest client's size."""
+        cfg = self.config
+        opts = dict(cfg.protocol_options)
+        fields = {f.name for f in dataclasses.fields(get_protocol(cfg.protocol).Options)}
+        if "max_weight" in fields and "max_weight" not in opts:
+            opts["max_weight"] = 1.0 if cfg.dp.enabled else float(largest_client)
+        return opts
 
     def _protocol_round(self, protocol: Any, net: Network, rnd: int, chosen: Sequence[int], silent: set[int],
                         results: Sequence[LocalResult], seed: bytes, dim: int) -> _RoundOutcome:
@@ -214,9 +241,15 @@ class Experiment:
                 update = self.update_hook(rnd, c, update)
             if cfg.clip > 0:
                 update, _ = clip_l2(update, cfg.clip)
+            weight = float(res.num_examples)
             t = time.perf_counter()
+            privacy = self._privacy
+            if privacy is not None:
+                weight = 1.0  # under DP each clipped update counts once (sensitivity C)
+                if privacy.distributed and not privacy.integer:
+                    update = update.astype(np.float64) + privacy.client_noise(update.size)
             try:
-                upload = prot_round.protect(c, update, float(res.num_examples))
+                upload = prot_round.protect(c, update, weight)
             except SecFLError as exc:
                 dropped[c] = f"{type(exc).__name__}: {exc}"
                 log.warning("round %d: client %d dropped: %s", rnd + 1, c, dropped[c])
@@ -236,6 +269,11 @@ class Experiment:
         try:
             out = prot_round.reveal()
             revealed = out.mean
+            if self._privacy is not None:
+                if self._privacy.distributed:
+                    self._privacy.check_survivors(len(out.included))
+                else:
+                    revealed = self._privacy.central_noise_on_mean(np.asarray(revealed), len(out.included))
             for c in out.dropped:
                 dropped.setdefault(c, "dropped by the protocol")
         except ProtocolAbort as exc:

@@ -1,0 +1,79 @@
+"""Differential privacy inside federated runs: ε reported, noise where the mode says."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from secfl.cli import main
+from secfl.errors import ConfigError
+from secfl.fl.codec import ModelCodec
+from secfl.fl.data import load_dataset
+from secfl.fl.models import build_model
+from secfl.runtime.config import ExperimentConfig
+from secfl.runtime.simulator import Experiment
+
+BASE = {"clients": 6, "rounds": 2, "clip": 1.0, "data": {"name": "synthetic", "synthetic_samples": 300}}
+
+FLOAT_PROTOCOLS = ["plaintext", "ckks"]
+
+
+@pytest.mark.parametrize("protocol", FLOAT_PROTOCOLS)
+@pytest.mark.parametrize("mode", ["distributed", "central"])
+def test_dp_run_reports_epsilon(tmp_path, protocol, mode):
+    out = tmp_path / "o"
+    rc = main(["run", "--protocol", protocol, "--dataset", "synthetic", "--clients", "6", "--rounds", "3",
+               "--clip", "1", "--dp-epsilon", "8", "--dp-mode", mode, "--out", str(out), "--quiet"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    eps = [r["epsilon"] for r in res["rounds"]]
+    assert all(e is not None and e > 0 for e in eps) and eps == sorted(eps)
+    assert eps[-1] == pytest.approx(8.0, rel=1e-3) and eps[-1] <= 8.0 + 1e-9
+    assert res["final"]["epsilon"] == eps[-1] and res["final"]["delta"] == 1e-5
+    assert res["meta"]["dp"]["mode"] == mode
+
+
+def _noise_variance(mode: str, z: float, min_honest: int, protocol: str = "plaintext") -> tuple[float, float]:
+    """Run one round where every update is zero; the model change is pure DP noise / m."""
+    cfg = ExperimentConfig.from_dict({
+        **BASE, "protocol": protocol, "rounds": 1,
+        "data": {"name": "synthetic", "synthetic_samples": 300, "synthetic_features": 1500},
+        "dp": {"noise_multiplier": z, "mode": mode, "min_honest": min_honest},
+        "protocol_options": {"wire_dtype": "float64"} if protocol == "plaintext" else {}})
+    res = Experiment(cfg, update_hook=lambda r, c, u: np.zeros_like(u)).run()
+    data = load_dataset(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed)
+    w0 = ModelCodec.from_module(model).to_vector(model).astype(np.float64)
+    delta = res.model_vector.astype(np.float64) - w0
+    m = cfg.clients
+    sigma2 = (z * cfg.clip) ** 2
+    expected = sigma2 / m**2 if mode == "central" else m * (sigma2 / min_honest) / m**2
+    return float(delta.var()), expected
+
+
+@pytest.mark.parametrize("mode,min_honest", [("central", 1), ("distributed", 3), ("distributed", 5)])
+def test_aggregate_noise_variance_matches_target(mode, min_honest):
+    var, expected = _noise_variance(mode, z=2.0, min_honest=min_honest)
+    # 3002 coordinates: the sample variance is within ±5 standard errors (√(2/n) ≈ 2.6 %)
+    assert abs(var / expected - 1) < 5 * np.sqrt(2 / 3002)
+
+
+def test_distributed_noise_is_added_before_ckks_encryption():
+    var, expected = _noise_variance("distributed", z=1.0, min_honest=5, protocol="ckks")
+    assert abs(var / expected - 1) < 5 * np.sqrt(2 / 3002)
+
+
+def test_dp_requires_clip_and_a_fitting_mechanism():
+    with pytest.raises(ConfigError, match="clip"):
+        Experiment(ExperimentConfig.from_dict({**BASE, "clip": 0.0, "protocol": "plaintext",
+                                               "dp": {"epsilon": 1.0}})).run()
+    with pytest.raises(ConfigError, match="mechanism"):
+        Experiment(ExperimentConfig.from_dict({**BASE, "protocol": "plaintext",
+                                               "dp": {"epsilon": 1.0, "mechanism": "skellam"}})).run()
+    with pytest.raises(ConfigError, match="min_honest"):
+        Experiment(ExperimentConfig.from_dict({**BASE, "protocol": "plaintext",
+                                               "dp": {"epsilon": 1.0, "min_honest": 6}})).run()
+    with pytest.raises(ConfigError, match="dp.mode"):
+        ExperimentConfig.from_dict({**BASE, "dp": {"epsilon": 1.0, "mode": "sideways"}})
