@@ -70,6 +70,10 @@ class MsgType(IntEnum):
     THR_ACTIVE_SET = 33
     THR_DECRYPT_REQUEST = 34
     THR_PARTIAL_DECRYPTION = 35
+    THR_MEMBER_HELLO = 36
+    THR_ROSTER = 37
+    THR_UPDATE = 38
+    THR_READY = 39
     # additive (issue 5)
     ADD_SHARE = 40
     ADD_PARTIAL_SUM = 41
