@@ -1,9 +1,10 @@
-"""The ``secfl`` command: ``run``, ``compare`` and ``info``.
+"""The ``secfl`` command: ``run``, ``compare``, ``threats`` and ``info``.
 
 ``secfl run [CONFIG.toml] [flags]`` runs one experiment (flags override the file) and writes
 ``results.json``, ``rounds.csv`` and the resolved ``config.toml`` into ``--out``.
 ``secfl compare --protocols a,b,...`` runs the same experiment once per protocol and writes a
-Markdown + JSON table and a PNG plot. ``secfl info`` prints versions, the device, the protocols
+Markdown + JSON table and a PNG plot. ``secfl threats`` measures what each adversary learns under
+each protocol (:mod:`secfl.threats`). ``secfl info`` prints versions, the device, the protocols
 and the CKKS presets.
 """
 
@@ -200,24 +201,53 @@ def cmd_info(args: argparse.Namespace) -> int:
     if presets:
         print("\nCKKS presets (bytes per parameter measured on serialized ciphertexts of "
               f"{presets[0].get('measured_values', '?'):,} values):")
-        print(f"  {'preset':<10} {'N':>6} {'primes (bits)':<14} {'scale':>6} {'security':>9} "
+        print(f"  {'protocol':<15} {'preset':<10} {'N':>6} {'primes (bits)':<14} {'scale':>6} {'security':>9} "
               f"{'B/param':>8} {'x float32':>9}")
         for row in presets:
             primes = "+".join(str(b) for b in row["coeff_bits"])
-            print(f"  {row['name']:<10} {row['poly_degree']:>6} {primes:<14} {'2^' + str(row['scale_bits']):>6} "
+            print(f"  {row['protocol']:<15} {row['name']:<10} {row['poly_degree']:>6} {primes:<14} "
+                  f"{'2^' + str(row['scale_bits']):>6} "
                   f"{str(row['security_bits']) + '-bit':>9} {row['bytes_per_param']:>8.2f} "
-                  f"{row['ratio_to_float32']:>9.2f}")
+                  f"{row['bytes_per_param'] / 4.0:>9.2f}")
     if args.json:
         print(json.dumps({**info, "protocols": protos, "ckks_presets": presets}, indent=2))
     return 0
 
 
+def cmd_threats(args: argparse.Namespace) -> int:
+    from secfl.threats import ThreatConfig, run_threats
+
+    def names(text: str | None) -> tuple[str, ...] | None:
+        return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
+
+    options: dict[str, dict[str, Any]] = {}
+    for item in args.protocol_option:
+        key, sep, value = item.partition("=")
+        proto, dot, opt = key.strip().rpartition(".")
+        if not sep or not dot:
+            raise SystemExit(f"secfl threats: --protocol-option expects PROTOCOL.KEY=VALUE, got {item!r}")
+        options.setdefault(proto, {})[opt] = _parse_value(value.strip())
+    given = {"protocols": names(args.protocols), "threat_models": names(args.threat_models),
+             "batch_sizes": tuple(int(b) for b in names(args.batch_sizes) or ()) or None,
+             "clients": args.clients, "target": args.target, "dataset": args.dataset, "data_path": args.data_path,
+             "model": args.model, "lr": args.lr, "attack_steps": args.attack_steps,
+             "attack_restarts": args.attack_restarts, "nonmembers": args.nonmembers, "dp_epsilon": args.dp_epsilon,
+             "dp_clip": args.dp_clip, "seed": args.seed, "protocol_options": options or None}
+    cfg = ThreatConfig(**{k: v for k, v in given.items() if v is not None})
+    report = run_threats(cfg, progress=None if args.quiet else (lambda line: print(line, file=sys.stderr)))
+    files = report.write(Path(args.out))
+    print(report.markdown())
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def _ckks_presets() -> list[dict[str, Any]]:
-    try:
-        from secfl.crypto.ckks import preset_table
-    except ImportError:
-        return []
-    return preset_table()
+    from secfl.crypto.ckks import preset_table
+
+    rows = [{**row, "protocol": "ckks"} for row in preset_table()]
+    from secfl.crypto.threshold import preset_table as threshold_presets
+
+    return rows + [{**row, "protocol": "ckks-threshold"} for row in threshold_presets()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_args(p)
     p.add_argument("--protocols", required=True, help="comma-separated protocol names")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("threats", help="protocol × threat model → leakage, measured by attacks on recorded views")
+    p.add_argument("--protocols", help="comma-separated protocol names (default: all; unavailable ones are skipped)")
+    p.add_argument("--threat-models", help="comma-separated presets (default: all; see secfl.threats.THREAT_MODELS)")
+    p.add_argument("--batch-sizes", help="comma-separated images per client update (default: 1,8)")
+    p.add_argument("--clients", type=int, help="clients in the round (default 10)")
+    p.add_argument("--target", type=int, help="the attacked client (default 0)")
+    p.add_argument("--dataset", help="image dataset: digits | npz | mnist-idx (default digits)")
+    p.add_argument("--data-path", help="file or directory for npz / mnist-idx")
+    p.add_argument("--model", help="logreg | mlp | cnn (default cnn)")
+    p.add_argument("--lr", type=float, help="clients' local learning rate (default 0.1)")
+    p.add_argument("--attack-steps", type=int, help="Inverting Gradients steps (default 300)")
+    p.add_argument("--attack-restarts", type=int, help="Inverting Gradients restarts (default 1)")
+    p.add_argument("--nonmembers", type=int, help="held-out examples for membership inference (default 100)")
+    p.add_argument("--dp-epsilon", type=float, help="epsilon of the DP threat models' round (default 8)")
+    p.add_argument("--dp-clip", type=float, help="L2 clip norm of the DP threat models (default 1.0)")
+    p.add_argument("--seed", type=int, help="data, model and attack seed (default 0)")
+    p.add_argument("--protocol-option", action="append", default=[], metavar="PROTOCOL.KEY=VALUE",
+                   help="a protocol option, e.g. additive.servers=3 (value parsed as TOML)")
+    p.add_argument("--out", default="runs/threats", help="output directory (default runs/threats)")
+    p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    p.set_defaults(func=cmd_threats)
     p = sub.add_parser("info", help="versions, device, protocols, CKKS presets")
     p.add_argument("--json", action="store_true", help="also print JSON")
     p.set_defaults(func=cmd_info)

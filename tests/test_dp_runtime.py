@@ -17,7 +17,7 @@ from secfl.runtime.simulator import Experiment
 
 BASE = {"clients": 6, "rounds": 2, "clip": 1.0, "data": {"name": "synthetic", "synthetic_samples": 300}}
 
-FLOAT_PROTOCOLS = ["plaintext", "ckks"]
+FLOAT_PROTOCOLS = ["plaintext", "ckks", "ckks-threshold"]
 
 
 @pytest.mark.parametrize("protocol", FLOAT_PROTOCOLS)
