@@ -231,7 +231,8 @@ def cmd_threats(args: argparse.Namespace) -> int:
              "batch_sizes": tuple(int(b) for b in names(args.batch_sizes) or ()) or None,
              "clients": args.clients, "target": args.target, "dataset": args.dataset, "data_path": args.data_path,
              "model": args.model, "lr": args.lr, "attack_steps": args.attack_steps,
-             "attack_restarts": args.attack_restarts, "nonmembers": args.nonmembers, "dp_epsilon": args.dp_epsilon,
+             "attack_restarts": args.attack_restarts, "tv_weight": args.tv_weight, "nonmembers": args.nonmembers,
+             "dp_epsilon": args.dp_epsilon,
              "dp_clip": args.dp_clip, "seed": args.seed, "protocol_options": options or None}
     cfg = ThreatConfig(**{k: v for k, v in given.items() if v is not None})
     report = run_threats(cfg, progress=None if args.quiet else (lambda line: print(line, file=sys.stderr)))
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="clients' local learning rate (default 0.1)")
     p.add_argument("--attack-steps", type=int, help="Inverting Gradients steps (default 300)")
     p.add_argument("--attack-restarts", type=int, help="Inverting Gradients restarts (default 1)")
+    p.add_argument("--tv-weight", type=float, help="Inverting Gradients total-variation weight (default 0.003)")
     p.add_argument("--nonmembers", type=int, help="held-out examples for membership inference (default 100)")
     p.add_argument("--dp-epsilon", type=float, help="epsilon of the DP threat models' round (default 8)")
     p.add_argument("--dp-clip", type=float, help="L2 clip norm of the DP threat models (default 1.0)")
