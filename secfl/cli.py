@@ -146,21 +146,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epsilons(text: str | None) -> list[float | None]:
+    """``"1,4,inf"`` → [1.0, 4.0, None]; None means no DP."""
+    if text is None:
+        return [None]
+    out: list[float | None] = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if part in ("inf", "infinity", "none", "off", "0"):
+            out.append(None)
+            continue
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise SystemExit(f"secfl compare: --dp-epsilon expects numbers or 'inf', got {part!r}") from None
+    return out
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from secfl.runtime.report import write_comparison
+    from secfl.runtime.report import write_comparison, write_epsilon_sweep
 
     names = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not names or len(set(names)) != len(names):
         raise SystemExit(f"secfl compare: --protocols needs distinct protocol names, got {args.protocols!r}")
+    epsilons = _epsilons(args.dp_epsilon)
+    args.dp_epsilon = None  # resolved per run below
+    root = Path(args.out or "runs/compare")
     results = {}
-    base_cfg = None
+    sweep: dict[str, dict[float | None, Any]] = {}
     for name in names:
-        cfg = _resolve(args, {"protocol": name})
-        base_cfg = base_cfg or cfg
-        out = Path(args.out or "runs/compare") / name
-        print(f"== {name} ==", file=sys.stderr)
-        results[name] = _run_one(cfg, out, args.quiet, label=name)
-    files = write_comparison(results, Path(args.out or "runs/compare"))
+        for eps in epsilons:
+            extra: dict[str, Any] = {"protocol": name, "dp.epsilon": eps or 0.0}
+            label = name if len(epsilons) == 1 else f"{name}@eps={'inf' if eps is None else f'{eps:g}'}"
+            cfg = _resolve(args, extra)
+            print(f"== {label} ==", file=sys.stderr)
+            results[label] = _run_one(cfg, root / label.replace("@", "_"), args.quiet, label=label)
+            sweep.setdefault(name, {})[eps] = results[label]
+    files = write_comparison(results, root)
+    if len(epsilons) > 1:
+        files += write_epsilon_sweep(sweep, root)
     print(Path(files[0]).read_text())
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
@@ -262,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="run the same experiment under several protocols")
     _add_experiment_args(p)
     p.add_argument("--protocols", required=True, help="comma-separated protocol names")
+    for action in p._actions:  # compare sweeps: --dp-epsilon takes a list such as 1,4,8,inf
+        if action.dest == "dp_epsilon":
+            action.type = str
+            action.help = "comma-separated epsilons to sweep (inf = no DP), e.g. 1,4,8,inf"
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("threats", help="protocol × threat model → leakage, measured by attacks on recorded views")
     p.add_argument("--protocols", help="comma-separated protocol names (default: all; unavailable ones are skipped)")

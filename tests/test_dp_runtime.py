@@ -77,3 +77,14 @@ def test_dp_requires_clip_and_a_fitting_mechanism():
                                                "dp": {"epsilon": 1.0, "min_honest": 6}})).run()
     with pytest.raises(ConfigError, match="dp.mode"):
         ExperimentConfig.from_dict({**BASE, "dp": {"epsilon": 1.0, "mode": "sideways"}})
+
+
+def test_compare_sweeps_epsilon(tmp_path):
+    out = tmp_path / "sweep"
+    rc = main(["compare", "--protocols", "plaintext", "--dataset", "synthetic", "--clients", "4", "--rounds", "2",
+               "--clip", "1", "--dp-epsilon", "2,inf", "--out", str(out), "--quiet"])
+    assert rc == 0
+    rows = json.loads((out / "epsilon.json").read_text())
+    assert [(r["protocol"], r["epsilon_target"]) for r in rows] == [("plaintext", 2.0), ("plaintext", None)]
+    assert rows[0]["epsilon_reported"] == pytest.approx(2.0, rel=1e-3) and rows[1]["epsilon_reported"] is None
+    assert (out / "epsilon.png").stat().st_size > 0

@@ -93,3 +93,41 @@ def write_comparison(results: Mapping[str, ExperimentResult], out: Path) -> list
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return [md, js, png]
+
+
+def write_epsilon_sweep(sweep: Mapping[str, Mapping[float | None, ExperimentResult]], out: Path) -> list[Path]:
+    """Accuracy against ε per protocol: ``epsilon.md``, ``epsilon.json``, ``epsilon.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for proto, runs in sweep.items():
+        for eps, res in runs.items():
+            rows.append({"protocol": proto, "epsilon_target": eps, "epsilon_reported": res.final["epsilon"],
+                         "delta": res.final["delta"], "final_accuracy": res.final["accuracy"],
+                         "mode": res.config.get("dp", {}).get("mode", "distributed") if eps is not None else None})
+    md = out / "epsilon.md"
+    lines = ["| protocol | ε target | ε reported | δ | mode | final acc |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        eps = "∞" if r["epsilon_target"] is None else f"{r['epsilon_target']:g}"
+        rep = "∞" if r["epsilon_reported"] is None else f"{r['epsilon_reported']:.3f}"
+        delta = "–" if r["delta"] is None else f"{r['delta']:g}"
+        lines.append(f"| {r['protocol']} | {eps} | {rep} | {delta} | {r['mode'] or '–'} | {r['final_accuracy']:.4f} |")
+    md.write_text("\n".join(lines) + "\n")
+    js = out / "epsilon.json"
+    js.write_text(json.dumps(rows, indent=2) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    finite = [r["epsilon_target"] for r in rows if r["epsilon_target"] is not None]
+    inf_x = (max(finite) * 2.0) if finite else 1.0
+    for proto in sweep:
+        pts = sorted(((r["epsilon_target"] or inf_x), r["final_accuracy"]) for r in rows if r["protocol"] == proto)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=proto)
+    ax.set(xscale="log", xlabel="ε (rightmost point: no DP)", ylabel="final test accuracy", title="Accuracy vs ε")
+    ax.legend()
+    fig.tight_layout()
+    png = out / "epsilon.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [md, js, png]
