@@ -17,6 +17,7 @@ __all__ = [
     "InsufficientQuorumError",
     "InsecureParametersError",
     "DecryptionRefusedError",
+    "DroppedOutError",
 ]
 
 
@@ -50,6 +51,11 @@ class InvalidUpdateError(SecFLError, ValueError):
 
 class ProtocolAbort(SecFLError, RuntimeError):
     """The round cannot finish under the protocol's rules (e.g. too many dropouts)."""
+
+
+class DroppedOutError(SecFLError):
+    """A party is no longer part of this round (it went silent or was excluded at an earlier
+    stage), so it cannot take this step."""
 
 
 class InsufficientQuorumError(ProtocolAbort):

@@ -27,6 +27,16 @@ SEED_BYTES = 32
 _NONCE = b"\x00" * 8
 
 
+_ZEROS = [bytes(1 << 16)]
+
+
+def _zeros(n: int) -> memoryview:
+    """A read-only view of ``n`` zero bytes (one shared buffer, grown on demand)."""
+    if len(_ZEROS[0]) < n:
+        _ZEROS[0] = bytes(max(n, 2 * len(_ZEROS[0])))
+    return memoryview(_ZEROS[0])[:n]
+
+
 def fresh_seed() -> bytes:
     """A new uniformly random 32-byte seed from the operating system's CSPRNG."""
     return secrets.token_bytes(SEED_BYTES)
@@ -77,8 +87,10 @@ class Prg:
 
     def _array(self, n: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
         width = np.dtype(dtype).itemsize
-        buf = self._cipher.encrypt(bytes(n * width))
-        return np.frombuffer(buf, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
+        buf = np.empty(n * width, dtype=np.uint8)
+        if n:  # keystream straight into the result: no zero-filled input or output allocation
+            self._cipher.encrypt(_zeros(n * width), output=memoryview(buf))
+        return buf.view(np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
 
     def uint8(self, n: int) -> np.ndarray:
         return self._array(n, np.uint8)

@@ -69,6 +69,7 @@ from secfl.crypto.sharing import SHAMIR_PRIME, bytes_to_field, chunks_for, recon
 from secfl.errors import (
     ConfigError,
     DecryptionRefusedError,
+    DroppedOutError,
     DuplicateSenderError,
     InsecureParametersError,
     InsufficientQuorumError,
@@ -110,11 +111,6 @@ _SEALED_BYTES = _PLAIN_BYTES + SEAL_OVERHEAD
 _MASK_LABEL = "secfl/secagg/mask"
 _SHARE_LABEL = "secfl/secagg/share-key"
 _MAX_CLIENT_ID = SHAMIR_PRIME - 2  # Shamir points are id + 1, which must stay below p
-
-
-class DroppedOutError(SecFLError):
-    """The client is no longer part of this round (it went silent or the server excluded it at
-    an earlier stage), so it cannot take this step."""
 
 
 T = TypeVar("T")
@@ -516,9 +512,11 @@ class SecAggClient:
         shares = shamir_split(secrets_, [v + 1 for v in peers], self.threshold).astype("<u4")
         sealed = []
         for i, v in enumerate(peers):
+            # one 64-byte derivation per pair: the first half keys lo → hi, the second hi → lo
             z = shared_secret(self._c, self._peer_c[v])
-            k_out = hkdf(z, info=info_label(_SHARE_LABEL, self.round, self.id, v))
-            self._key_in[v] = hkdf(z, info=info_label(_SHARE_LABEL, self.round, v, self.id))
+            lo, hi = min(self.id, v), max(self.id, v)
+            pair = hkdf(z, 64, info=info_label(_SHARE_LABEL, self.round, lo, hi))
+            k_out, self._key_in[v] = (pair[:32], pair[32:]) if self.id == lo else (pair[32:], pair[:32])
             plain = _SHARE_PLAIN.pack(self.id, v) + shares[i].tobytes()
             sealed.append(seal(k_out, plain, _share_ad(self.round, self.id, v)))
         return SaShareKeys(self.round, self.id, tuple(peers), b"".join(sealed)).to_bytes()
