@@ -17,10 +17,10 @@ from secfl.runtime.simulator import Experiment
 
 BASE = {"clients": 6, "rounds": 2, "clip": 1.0, "data": {"name": "synthetic", "synthetic_samples": 300}}
 
-FLOAT_PROTOCOLS = ["plaintext", "ckks", "ckks-threshold"]
+ALL_PROTOCOLS = ["plaintext", "ckks", "ckks-threshold", "additive", "secagg"]
 
 
-@pytest.mark.parametrize("protocol", FLOAT_PROTOCOLS)
+@pytest.mark.parametrize("protocol", ALL_PROTOCOLS)
 @pytest.mark.parametrize("mode", ["distributed", "central"])
 def test_dp_run_reports_epsilon(tmp_path, protocol, mode):
     out = tmp_path / "o"
@@ -60,8 +60,10 @@ def test_aggregate_noise_variance_matches_target(mode, min_honest):
     assert abs(var / expected - 1) < 5 * np.sqrt(2 / 3002)
 
 
-def test_distributed_noise_is_added_before_ckks_encryption():
-    var, expected = _noise_variance("distributed", z=1.0, min_honest=5, protocol="ckks")
+@pytest.mark.parametrize("protocol", ["ckks", "additive", "secagg"])
+def test_distributed_noise_is_added_before_protection(protocol):
+    """Float shares before CKKS encryption; integer shares inside the masked / shared encoding."""
+    var, expected = _noise_variance("distributed", z=1.0, min_honest=5, protocol=protocol)
     assert abs(var / expected - 1) < 5 * np.sqrt(2 / 3002)
 
 

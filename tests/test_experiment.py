@@ -132,7 +132,7 @@ def test_cli_compare_and_info(tmp_path, capsys):
     assert "torch" in text and "plaintext" in text and "device" in text
 
 
-@pytest.mark.parametrize("protocol", ["ckks", "ckks-threshold"])
+@pytest.mark.parametrize("protocol", ["ckks", "ckks-threshold", "additive", "secagg"])
 def test_cli_run_secure_protocol_end_to_end(tmp_path, protocol):
     """`secfl run --protocol P` trains as well as plaintext (same seed), with real bytes."""
     common = ["--dataset", "synthetic", "--clients", "4", "--rounds", "3", "--quiet", "--set", "data.synthetic_samples=300"]

@@ -37,13 +37,15 @@ from enum import IntEnum
 
 import numpy as np
 
-from secfl.crypto.encoding import WeightedEncoder, check_quantization_options
+from secfl.crypto.encoding import check_quantization_options
 from secfl.crypto.keys import KEY_BYTES, SEAL_OVERHEAD, PrivateKey, PublicKey, agree, open_sealed, seal
 from secfl.crypto.prg import SEED_BYTES, Prg, derive_seed
 from secfl.crypto.ring import Ring
 from secfl.crypto.sharing import additive_split, expand_share
+from secfl.dp import IntegerMechanism
 from secfl.errors import ConfigError, DuplicateSenderError, MalformedMessageError, ProtocolAbort, SecFLError
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, check_update
+from secfl.protocols.dp_encoding import IntegerDP, round_encoder
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.secagg import PhaseClock
 from secfl.protocols.wire import WIRE_VERSION, Message, MsgType, Reader, Writer
@@ -275,7 +277,8 @@ class _Aggregator:
 
 
 class _AdditiveRound(ProtocolRound):
-    def __init__(self, spec: RoundSpec, net: Network, options: AdditiveOptions) -> None:
+    def __init__(self, spec: RoundSpec, net: Network, options: AdditiveOptions,
+                 dp: IntegerMechanism | None = None) -> None:
         super().__init__(spec, net)
         unknown = sorted(k for k, v in spec.dropouts.items() if v)
         if unknown:
@@ -286,9 +289,7 @@ class _AdditiveRound(ProtocolRound):
         self._participants = frozenset(spec.clients)
         if any(not 0 <= c < server_id(0) for c in spec.clients):
             raise ConfigError("client ids must be in [0, 2**31)")
-        self.encoder = WeightedEncoder.for_round(
-            options.clip_range, options.bits, options.modulus_bits, options.max_weight, len(spec.clients)
-        )
+        self.encoder = round_encoder(options, len(spec.clients), dp)
         self.ring = self.encoder.ring
         self._length = self.encoder.length(spec.dim)
         self._servers = [_Aggregator(j, spec.round, self._length, self.ring) for j in range(options.servers)]
@@ -450,7 +451,7 @@ class _AdditiveRound(ProtocolRound):
         return Revealed(mean, total_weight, acc, dropped)
 
 
-class Additive(Protocol):
+class Additive(IntegerDP, Protocol):
     """Additive secret sharing over S non-colluding servers (private unless all S collude)."""
 
     name = "additive"
@@ -459,4 +460,4 @@ class Additive(Protocol):
     Options = AdditiveOptions
 
     def open_round(self, spec: RoundSpec, net: Network) -> ProtocolRound:
-        return _AdditiveRound(spec, net, self.options)
+        return _AdditiveRound(spec, net, self.options, self._dp)

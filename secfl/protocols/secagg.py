@@ -66,6 +66,7 @@ from secfl.crypto.keys import (
 from secfl.crypto.prg import SEED_BYTES, Prg, derive_seed, fresh_seed
 from secfl.crypto.ring import Ring
 from secfl.crypto.sharing import SHAMIR_PRIME, bytes_to_field, chunks_for, reconstruct_bytes, shamir_split
+from secfl.dp import IntegerMechanism
 from secfl.errors import (
     ConfigError,
     DecryptionRefusedError,
@@ -78,6 +79,7 @@ from secfl.errors import (
     SecFLError,
 )
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, check_update
+from secfl.protocols.dp_encoding import DPEncoder, IntegerDP, round_encoder
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.wire import WIRE_VERSION, Message, MsgType, Reader, Writer
 
@@ -463,7 +465,8 @@ def _share_ad(rnd: int, src: int, dst: int) -> bytes:
 class SecAggClient:
     """Everything one client holds and does in a SecAgg+ round (client side only)."""
 
-    def __init__(self, cid: int, rnd: int, encoder: WeightedEncoder, length: int, dither_seed: bytes | None) -> None:
+    def __init__(self, cid: int, rnd: int, encoder: WeightedEncoder | DPEncoder, length: int,
+                 dither_seed: bytes | None) -> None:
         self.id = cid
         self.round = rnd
         self.server = server_id(0)
@@ -795,7 +798,8 @@ class _Server:
 
 # ------------------------------------------------------------------------------------ round
 class _SecAggRound(ProtocolRound):
-    def __init__(self, spec: RoundSpec, net: Network, options: SecAggOptions, workers: Workers) -> None:
+    def __init__(self, spec: RoundSpec, net: Network, options: SecAggOptions, workers: Workers,
+                 dp: IntegerMechanism | None = None) -> None:
         super().__init__(spec, net)
         self._workers = workers
         unknown = sorted(set(spec.dropouts) - set(STAGES))
@@ -812,9 +816,7 @@ class _SecAggRound(ProtocolRound):
         self._opt = options
         n = len(spec.clients)
         self.k, self.t = options.graph_parameters(n)
-        self.encoder = WeightedEncoder.for_round(
-            options.clip_range, options.bits, options.modulus_bits, options.max_weight, n
-        )
+        self.encoder = round_encoder(options, n, dp)
         self.ring = self.encoder.ring
         self._length = self.encoder.length(spec.dim)
         self._server = _Server(spec.round, self.k, self.t, self.ring, self._length)
@@ -962,7 +964,7 @@ class _SecAggRound(ProtocolRound):
         return Revealed(mean, total_weight, included, dropped)
 
 
-class SecAgg(Protocol):
+class SecAgg(IntegerDP, Protocol):
     """SecAgg+: pairwise + self masks on a random k-regular graph, dropout recovery by Shamir."""
 
     name = "secagg"
@@ -977,7 +979,7 @@ class SecAgg(Protocol):
     def open_round(self, spec: RoundSpec, net: Network) -> ProtocolRound:
         if self._workers is None:
             self._workers = Workers(self.options.threads)
-        return _SecAggRound(spec, net, self.options, self._workers)
+        return _SecAggRound(spec, net, self.options, self._workers, self._dp)
 
     def close(self) -> None:
         if self._workers is not None:
