@@ -73,10 +73,11 @@ def write_comparison(results: Mapping[str, ExperimentResult], out: Path) -> list
     axes[0].set(xlabel="round", ylabel="test accuracy", title="Accuracy per round")
     axes[0].legend()
     names = [r["protocol"] for r in rows]
-    axes[1].bar(names, [r["bytes_up_per_client"] for r in rows], label="up")
-    axes[1].bar(names, [r["bytes_down_per_client"] for r in rows], bottom=[r["bytes_up_per_client"] for r in rows],
-                label="down")
-    axes[1].set(ylabel="bytes per client per round", title="Communication (median round)", yscale="log")
+    xs = list(range(len(names)))
+    axes[1].bar([x - 0.2 for x in xs], [r["bytes_up_per_client"] / 1e3 for r in rows], width=0.4, label="up")
+    axes[1].bar([x + 0.2 for x in xs], [r["bytes_down_per_client"] / 1e3 for r in rows], width=0.4, label="down")
+    axes[1].set_xticks(xs, names)
+    axes[1].set(ylabel="kB per client per round", title="Communication (median round)")
     axes[1].legend()
     bottom = [0.0] * len(rows)
     for key, label in (("seconds_train", "train"), ("seconds_protect", "protect"),
