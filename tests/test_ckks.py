@@ -1,5 +1,5 @@
-"""CKKS primitives (secfl.crypto.ckks): parameters and their bounds, key material types, exact
-ring arithmetic, encryption error within the documented bound, strict ciphertext parsing."""
+"""CKKS on SEAL (secfl.crypto.ckks): parameters and their bounds, key material types, the wire
+packing, encryption error within the documented bound, strict ciphertext parsing, the process pool."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secfl.crypto import ckks
+from secfl.crypto import ckks, seal_bridge
 from secfl.crypto.ckks import (
     HE_STD_MAX_BITS,
-    NOISE_MAX,
-    NOISE_VARIANCE,
     CkksAccumulator,
     CkksCiphertexts,
     CkksEncryptor,
@@ -25,7 +23,6 @@ from secfl.crypto.ckks import (
     CkksSecretContext,
     preset_table,
 )
-from secfl.crypto.prg import Prg
 from secfl.errors import (
     ConfigError,
     DecryptionRefusedError,
@@ -125,29 +122,7 @@ def test_all_maximum_vector_overflows_exactly_where_the_check_says():
     assert np.max(np.abs(wrapped - too_many)) > 1.0
 
 
-# -- sampling and packing ------------------------------------------------------------------------
-
-
-def test_noise_and_ternary_distributions():
-    prg = Prg(b"\x01" * 32)
-    e = ckks._gaussian(prg, 400_000)
-    assert e.dtype == np.int64 and int(np.max(np.abs(e))) <= NOISE_MAX
-    assert abs(float(e.mean())) < 0.02 and abs(float(e.var()) - NOISE_VARIANCE) < 0.1
-    assert abs(NOISE_VARIANCE - 3.2**2) < 0.01
-    t = ckks._ternary(prg, 300_000)
-    counts = np.bincount(t.astype(np.int64) + 1, minlength=3)
-    assert set(np.unique(t)) == {-1, 0, 1} and np.all(np.abs(counts / t.size - 1 / 3) < 0.005)
-
-
-def test_gaussian_lookup_matches_full_cdf_inversion():
-    u = Prg(b"\x02" * 32).uint64(200_000)
-    full = np.searchsorted(ckks._NOISE_CDF, u, side="right").astype(np.int64) - NOISE_MAX
-    lut = ckks._gauss_lut()
-    top = (u >> np.uint64(48)).astype(np.intp)
-    ambiguous = lut[top] == ckks._AMBIGUOUS
-    assert 0 < int(ambiguous.sum()) < 0.002 * u.size
-    fast = np.where(ambiguous, full, lut[top].astype(np.int64))
-    assert np.array_equal(fast, full)
+# -- packing (the wire form) -------------------------------------------------------------------
 
 
 @settings(max_examples=30, deadline=None)
@@ -161,33 +136,24 @@ def test_bit_packing_round_trips(width, groups, seed):
     assert np.array_equal(ckks._unpack_bits(packed, width, v.size), v)
 
 
-# -- exact ring arithmetic -------------------------------------------------------------------------
-
-
-def _negacyclic_exact(big: np.ndarray, small: np.ndarray, q: int) -> np.ndarray:
-    """big * small mod (X^N + 1, q) by integer convolution on 16-bit limbs (exact, no FFT)."""
-    n = big.size
-    total = [0] * n
-    for limb in range(4):
-        part = ((big >> np.uint64(16 * limb)) & np.uint64(0xFFFF)).astype(np.int64)
-        full = np.convolve(part, small.astype(np.int64))  # |values| < N * 2^16: exact in int64
-        wrapped = full[:n].copy()
-        wrapped[: n - 1] -= full[n:]
-        total = [t + int(v) * (1 << (16 * limb)) for t, v in zip(total, wrapped, strict=True)]
-    return np.array([t % q for t in total], dtype=np.uint64)
-
-
-@pytest.mark.parametrize("preset", ["compact", "nvflare"])
-def test_fft_ring_product_is_exact(preset):
-    p = CkksParams.from_preset(preset)
-    ring = ckks._Ring(p)
-    prg = Prg(b"\x03" * 32)
-    big = np.stack([prg.uniform_below(p.poly_degree, q) for q in p.data_primes])  # (L, N) < q
-    big[0, :4] = np.uint64(p.data_primes[0] - 1)  # extreme coefficients
-    small = ckks._ternary(prg, p.poly_degree)
-    got = ring.mul_small(ring.limbs_hat(big), ring.fold(small.astype(np.float64)), p.data_primes)
-    for i, q in enumerate(p.data_primes):
-        assert np.array_equal(got[i].astype(np.uint64), _negacyclic_exact(big[i], small, q))
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([20, 25, 30, 40, 49, 54, 60]), st.integers(1, 5), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_batched_poly_packing_matches_the_reference_packer(width, count, primes, seed):
+    """The cache-friendly packer (strided input, several primes, written into one buffer) gives
+    exactly the bytes of the simple reference packer, and the strict parser inverts it."""
+    n = 64
+    rng = np.random.default_rng(seed)
+    qs = [(1 << width) - 1 - 2 * i for i in range(primes)]  # only the bit lengths matter here
+    polys = np.stack([rng.integers(0, q, size=(count, 2, n), dtype=np.uint64) for q in qs], axis=2)
+    padded = np.zeros((count, polys[0].size + 3), dtype=np.uint64)  # strided rows, as from SEAL's buffer
+    padded[:, 3:] = polys.reshape(count, -1)
+    view = padded[:, 3:].reshape(count, 2, primes, n)
+    expect = b"".join(ckks._pack_bits(np.ascontiguousarray(view[c, j, i]), width).tobytes()
+                      for c in range(count) for j in range(2) for i in range(primes))
+    got = ckks._pack_polys(view, qs)
+    assert got == expect
+    back = ckks._unpack_polys(got, count, 2, qs, n, "test")
+    assert np.array_equal(back, polys)
 
 
 # -- encryption / decryption -----------------------------------------------------------------------
@@ -218,11 +184,12 @@ def test_sum_of_encryptions_equals_plain_sum_within_documented_bound(length, cli
     assert np.max(np.abs(got - xs.sum(0))) <= pub.params.sum_error_bound(clients, clip)
 
 
-def test_error_bound_is_conservative_but_not_vacuous():
+@pytest.mark.parametrize("preset", ["compact", "nvflare"])  # without and with a special prime
+def test_error_bound_is_conservative_but_not_vacuous(preset):
     """The observed error sits well inside the bound, and within a small factor of it."""
-    sk = keys("compact")
+    sk = keys(preset)
     pub, p = sk.public(), sk.params
-    x = np.zeros(8 * p.values_per_ciphertext)
+    x = np.zeros(max(8, 65536 // p.values_per_ciphertext) * p.values_per_ciphertext)
     acc = CkksAccumulator(pub, p.ciphertexts_for(x.size))
     for _ in range(8):
         acc.add(pub.encrypt(x))
@@ -237,13 +204,14 @@ def test_encrypt_refuses_non_finite_values():
         keys().public().encrypt(np.array([1.0, np.nan]))
 
 
-def test_encryption_is_randomized_and_seedable():
+def test_encryption_is_randomized():
+    """SEAL draws fresh u, e0, e1 for every encryption: both polynomials differ every time."""
     pub = keys().public()
     x = np.ones(10)
     a, b = pub.encrypt(x), pub.encrypt(x)
-    assert not np.array_equal(a.data, b.data)
-    s = b"\x07" * 32
-    assert np.array_equal(pub.encrypt(x, seed=s).data, pub.encrypt(x, seed=s).data)
+    assert not np.array_equal(a.data[:, 0], b.data[:, 0]) and not np.array_equal(a.data[:, 1], b.data[:, 1])
+    two = pub.encrypt(np.ones(2 * pub.params.values_per_ciphertext))
+    assert not np.array_equal(two.data[0], two.data[1])  # same plaintext, different ciphertexts
 
 
 # -- key material types ---------------------------------------------------------------------------
@@ -267,14 +235,15 @@ def _reachable(root: object, limit: int = 20000) -> list[object]:
 def test_public_context_holds_no_secret_and_cannot_decrypt():
     sk = keys()
     pub = sk.public()
+    pub.encrypt(np.ones(4))  # SEAL objects built
     assert pub is not sk.public() and pub == sk.public()  # a new object each time, same key
-    secret = sk._secret
+    secret = sk.seal_secret_key()
     for obj in _reachable(pub):
-        assert not isinstance(obj, CkksSecretContext)
-        assert obj is not secret
-        if isinstance(obj, np.ndarray) and obj.dtype == np.int8 and obj.shape == secret.shape:
-            assert not np.array_equal(obj, secret)
-    assert not hasattr(pub, "secret_key") and not hasattr(pub, "_secret")
+        assert not isinstance(obj, (CkksSecretContext, seal_bridge.SealSecretKey))
+        assert type(obj).__name__ not in ("SecretKey", "Decryptor", "KeyGenerator")  # no SEAL secret object
+        if isinstance(obj, np.ndarray) and obj.shape[-1:] == secret.data.shape[-1:]:
+            assert not np.array_equal(obj.reshape(-1, obj.shape[-1])[: secret.data.shape[0]], secret.data)
+    assert not hasattr(pub, "secret_key") and not hasattr(pub, "_secret") and not hasattr(pub, "_decryptor")
     ct = pub.encrypt(np.ones(4))
     with pytest.raises(DecryptionRefusedError):
         pub.decrypt(ct)
@@ -282,27 +251,57 @@ def test_public_context_holds_no_secret_and_cannot_decrypt():
 
 def test_serializers_write_the_secret_key_only_when_told():
     sk = keys()
+    p = sk.params
     pub_bytes = sk.public().to_bytes()
     assert sk.to_bytes() == pub_bytes  # default: public material only
     full = sk.to_bytes(include_secret_key=True)
-    assert len(full) == len(pub_bytes) + sk.params.poly_degree
+    assert len(full) == len(pub_bytes) + p.poly_degree * sum(q.bit_length() for q in p.primes) // 8
     with pytest.raises(MalformedMessageError, match="secret key"):
         CkksPublicContext.from_bytes(full)  # a server can never load a secret by mistake
     with pytest.raises(MalformedMessageError, match="no secret key"):
         CkksSecretContext.from_bytes(pub_bytes)
     again = CkksSecretContext.from_bytes(full)
     assert again.context_id == sk.context_id
+    assert np.array_equal(again.seal_secret_key().data, sk.seal_secret_key().data)
     x = np.linspace(-1, 1, 100)
     assert np.allclose(again.decrypt(sk.public().encrypt(x), x.size), x, atol=1e-4)
     assert CkksPublicContext.from_bytes(pub_bytes) == sk.public()
 
 
+@pytest.mark.parametrize("preset", ["compact", "nvflare"])
+def test_a_secret_key_that_does_not_match_its_public_key_is_refused(preset):
+    a, b = keys(preset), CkksSecretContext.generate(preset)
+    full_a, full_b = a.to_bytes(include_secret_key=True), b.to_bytes(include_secret_key=True)
+    pub_len = len(a.to_bytes())
+    with pytest.raises(MalformedMessageError, match="does not match"):
+        CkksSecretContext.from_bytes(full_a[:pub_len] + full_b[pub_len:])  # a's public key, b's secret
+    p = a.params
+    last = pub_len + p.poly_degree * sum(q.bit_length() for q in p.primes[:-1]) // 8  # the last prime's residues
+    for offset in (pub_len + 10, last + 10):  # one residue changed: in the first / the last (special) prime
+        tampered = bytearray(full_a)
+        tampered[offset] ^= 0x04
+        with pytest.raises(MalformedMessageError, match="ternary|does not match|not reduced"):
+            CkksSecretContext.from_bytes(bytes(tampered))
+
+
+def test_generated_keys_meet_the_embedding_norms_the_bound_assumes():
+    for preset in ("compact", "nvflare"):
+        sk = keys(preset)
+        s_norm, e_norm = ckks._key_norms(sk.public()._seal(), sk._decryptor, sk.public().public_key)
+        t = sk.params.key_norm_factor
+        assert 0.5 < s_norm <= t and 0.5 < e_norm <= t  # a typical key sits near ln(N/2)
+
+
 def test_secret_context_hides_itself():
     sk = keys()
-    assert "secret" in repr(sk) and str(sk._secret.tolist()[:8])[1:-1] not in repr(sk)
+    digits = str(int(sk.seal_secret_key().data[0, 0]))
+    assert "secret" in repr(sk) and digits not in repr(sk) and digits not in repr(sk.seal_secret_key())
     with pytest.raises(TypeError):
         pickle.dumps(sk)
-    pickle.loads(pickle.dumps(sk.public().to_bytes()))  # the public bytes travel freely
+    with pytest.raises(TypeError):
+        pickle.dumps(sk.seal_secret_key())
+    pub = pickle.loads(pickle.dumps(sk.public()))  # a public context travels as its bytes
+    assert pub == sk.public() and isinstance(pub, CkksPublicContext)
 
 
 def test_context_bytes_are_validated():

@@ -90,3 +90,12 @@ def test_compare_sweeps_epsilon(tmp_path):
     assert [(r["protocol"], r["epsilon_target"]) for r in rows] == [("plaintext", 2.0), ("plaintext", None)]
     assert rows[0]["epsilon_reported"] == pytest.approx(2.0, rel=1e-3) and rows[1]["epsilon_reported"] is None
     assert (out / "epsilon.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("protocol", ["additive", "secagg"])
+def test_clipped_updates_are_never_refused_by_the_integer_mechanism(protocol):
+    """Updates far above the clip norm are clipped, quantized and accepted (no client dropped)."""
+    cfg = ExperimentConfig.from_dict({**BASE, "protocol": protocol, "rounds": 2, "clip": 0.05,
+                                      "train": {"lr": 0.5, "epochs": 3}, "dp": {"epsilon": 8.0}})
+    res = Experiment(cfg).run()
+    assert all(r.dropped == [] for r in res.rounds), [r.dropped_reasons for r in res.rounds]

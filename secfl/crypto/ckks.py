@@ -1,34 +1,37 @@
-"""CKKS for secure aggregation: parameters, key material, encryption, aggregation, decryption.
+"""CKKS for secure aggregation on Microsoft SEAL: parameters, key material, encryption,
+aggregation, decryption.
 
-Aggregation only ever adds ciphertexts, so this module implements the part of CKKS
-(Cheon-Kim-Kim-Song) that addition needs, over R_Q = Z_Q[X]/(X^N + 1) with Q a product of
-SEAL-generated primes, and keeps it byte-compatible with Microsoft SEAL (tests decrypt our
-ciphertexts with SEAL's ``Decryptor`` and SEAL's ciphertexts with ours):
+Every cryptographic operation is SEAL's own (SEAL 4.3 inside TenSEAL, through
+``tenseal.sealapi``); this module chooses parameters, moves data between SEAL and numpy, and
+adds ciphertexts:
 
-* **Encoding** (SEAL's ``CKKSEncoder`` slot order): N/2 complex slots per ciphertext. With
+* **Keys** (key holder): SEAL's ``KeyGenerator`` -- secret key s (uniform ternary) and public key
+  (b, a) = (-a*s + e, a) at the key level, in NTT form. A key pair whose canonical embedding is
+  unusually large is discarded and drawn again (see :attr:`CkksParams.key_norm_factor`): that is
+  what makes the documented error bound hold in every slot for every key.
+* **Encoding**: SEAL's ``CKKSEncoder``, N/2 complex slots per ciphertext. With
   ``complex_packing`` two reals share a slot (real and imaginary part), so a ciphertext carries
   N reals; otherwise N/2. Values are multiplied by the scale Delta = 2^scale_bits and rounded.
-* **Keys** (key holder): secret s uniform ternary; public key (b, a) = (-a*s + e, a), a uniform
-  mod Q, e discrete Gaussian (sigma = 3.2, |e| <= 19, the HE-standard error distribution). All
-  randomness comes from :class:`secfl.crypto.prg.Prg` seeded by ``secrets``.
-* **Encryption** (client, public key only): c = (b*u + e0 + m, a*u + e1) with fresh ternary u and
-  Gaussian e0, e1 -- SEAL's public-key encryption. Ciphertexts stay in coefficient form.
-* **Aggregation** (server, no key): coefficient-wise addition mod each prime.
-* **Decryption** (key holder): m + noise = c0 + c1*s, centred, decoded.
+* **Encryption** (client, public key only): SEAL's ``Encryptor`` -- c = (b*u + e0 + m, a*u + e1)
+  with u ternary and e0, e1 from SEAL's error distribution, all drawn by SEAL's PRNG
+  (Blake2xb, freshly seeded from the operating system for every encryption). With a special
+  prime P (several primes), SEAL encrypts modulo Q*P and divides by P.
+* **Wire form**: each ciphertext's two NTT-form polynomials with every residue bit-packed to the
+  length of its prime (:class:`CkksCiphertexts`), read out of SEAL's own serialization.
+* **Aggregation** (server, no key): coefficient-wise addition mod each prime of the parsed
+  ciphertexts (:class:`CkksAccumulator`) -- bit for bit SEAL's ``Evaluator.add`` (tested).
+* **Decryption** (key holder): SEAL's ``Decryptor`` and ``CKKSEncoder.decode``.
 
-The polynomial products (public key times ternary u, ciphertext times ternary s) are computed
-exactly with double-precision FFTs over the negacyclic ring on limbs of at most 30 bits, each
-limb product provably below the float64 rounding limit, then recombined modulo each prime in
-int64 arithmetic -- vectorised numpy over whole batches of ciphertexts, which is what makes
-encryption fast (SEAL's binding cannot be called from Python without per-object overhead and
-holds the GIL).
+SEAL's objects only save to and load from file paths; :mod:`secfl.crypto.seal_bridge` parses
+their bytes (a per-process scratch file on ``/dev/shm`` for ciphertexts; key material goes
+through files removed at once).
 
 **Security.** 128-bit (or better, see :attr:`CkksParams.security_level`) RLWE security per the
 HomomorphicEncryption.org standard table for ternary secrets, which every parameter set is
-checked against. Ciphertexts are IND-CPA under RLWE; they are *not* authenticated and the
-scheme is malleable (anyone can add to a ciphertext); the server, holding only a
-:class:`CkksPublicContext`, learns nothing about the encrypted values. Whoever holds the secret
-key decrypts everything. CKKS decryption results leak information about the secret key
+checked against (and SEAL checks again). Ciphertexts are IND-CPA under RLWE; they are *not*
+authenticated and the scheme is malleable (anyone can add to a ciphertext); the server, holding
+only a :class:`CkksPublicContext`, learns nothing about the encrypted values. Whoever holds the
+secret key decrypts everything. CKKS decryption results leak information about the secret key
 (Li-Micciancio 2021) -- here only the key holder ever sees them.
 
 **Overflow and error.** See :meth:`CkksParams.check_overflow` and :meth:`CkksParams.sum_error_std`;
@@ -37,25 +40,24 @@ the analysis is written out in ``protocols/ckks.md``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
 from enum import Enum
 from typing import Any
 
 import numpy as np
 
 from secfl.crypto import seal_bridge
-from secfl.crypto.prg import Prg, fresh_seed
 from secfl.errors import ConfigError, DecryptionRefusedError, InsecureParametersError, MalformedMessageError
 
 __all__ = [
     "HE_STD_MAX_BITS",
     "NOISE_SIGMA",
+    "NOISE_VARIANCE",
+    "NOISE_MAX",
     "ERROR_TAIL_SIGMAS",
     "CkksPreset",
     "CkksParams",
@@ -74,16 +76,19 @@ HE_STD_MAX_BITS: dict[int, dict[int, int]] = {
     192: {2048: 37, 4096: 75, 8192: 152, 16384: 305, 32768: 611},
     256: {2048: 29, 4096: 58, 8192: 118, 16384: 237, 32768: 476},
 }
-#: Standard deviation of the error distribution (SEAL and the HE standard use 3.2 ~ 8/sqrt(2*pi)).
-NOISE_SIGMA = 3.2
-#: Errors are cut at 6 sigma (as SEAL's clipped normal): |e| <= 19.
-NOISE_MAX = 19
+#: SEAL's error distribution (as built in TenSEAL 0.3.18, SEAL's default): the centred binomial
+#: distribution with parameter 21 -- a sum of 42 coin flips of +-1/2 -- variance 21/2, so
+#: standard deviation 3.24 (the HE standard's 3.2), support [-21, 21]. It is sub-Gaussian with
+#: variance proxy equal to its variance (Hoeffding on the 42 bounded terms), which is what the
+#: error analysis uses. ``tests/test_ckks_seal.py`` checks SEAL's samples against it.
+NOISE_VARIANCE = 10.5
+NOISE_SIGMA = math.sqrt(NOISE_VARIANCE)
+NOISE_MAX = 21
 #: Error bounds are stated at this many sub-Gaussian standard deviations (tail below
 #: 2 exp(-32) = 2.5e-14 per value).
 ERROR_TAIL_SIGMAS = 8.0
-_MAX_ENCODED = float(1 << 61)  # an encoded coefficient must fit int64 arithmetic with headroom
-_MAX_LIMB_BITS = 30
-_CHUNK = 32  # ciphertexts per vectorised batch (keeps the working set in cache)
+_CHUNK = 32  # ciphertexts per batch (one scratch buffer of ~1 MB at N=2048)
+_MAX_KEY_DRAWS = 200  # a draw is accepted with probability ~0.9: 200 failures never happen
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,24 +112,6 @@ _PRESETS: dict[CkksPreset, tuple[int, tuple[int, ...], int, bool]] = {
     CkksPreset.WIDE: (4096, (60,), 40, True),
     CkksPreset.NVFLARE: (8192, (60, 40, 40), 40, False),
 }
-
-
-def _noise_distribution() -> tuple[np.ndarray, float]:
-    """64-bit cumulative table of the discrete Gaussian on [-NOISE_MAX, NOISE_MAX] and its variance."""
-    with localcontext() as ctx:
-        ctx.prec = 60
-        two_s2 = 2 * Decimal(str(NOISE_SIGMA)) ** 2
-        weights = [(-(Decimal(k * k)) / two_s2).exp() for k in range(-NOISE_MAX, NOISE_MAX + 1)]
-        total = sum(weights)
-        cdf, acc = [], Decimal(0)
-        for w in weights[:-1]:
-            acc += w
-            cdf.append(int(acc / total * (1 << 64)))
-        var = sum(w * k * k for w, k in zip(weights, range(-NOISE_MAX, NOISE_MAX + 1), strict=True)) / total
-    return np.array(cdf, dtype=np.uint64), float(var)
-
-
-_NOISE_CDF, NOISE_VARIANCE = _noise_distribution()
 
 
 @dataclass(frozen=True)
@@ -172,8 +159,6 @@ class CkksParams:
                 f"overflow bound: scale 2^{self.scale_bits} leaves no room below q/2 = 2^{self.data_bits - 1:.1f}"
                 f" (ciphertext modulus of {self.data_bits:.1f} bits)"
             )
-        if math.ldexp(1.0, self.scale_bits) >= _MAX_ENCODED:
-            raise ConfigError(f"ckks scale_bits must be below 61, got {self.scale_bits}")
         self.primes  # noqa: B018 - SEAL must be able to generate the primes (raises ConfigError)
 
     # -- construction ------------------------------------------------------------------------
@@ -199,6 +184,13 @@ class CkksParams:
         """The primes ciphertexts live modulo."""
         p = self.primes
         return p if len(p) == 1 else p[:-1]
+
+    @property
+    def special_prime(self) -> int | None:
+        """SEAL's key-switching prime P (the last one), or None for a single-prime set. Public-key
+        encryption happens modulo Q*P and is divided by P, which shrinks its noise."""
+        p = self.primes
+        return p[-1] if len(p) > 1 else None
 
     @property
     def data_bits(self) -> float:
@@ -241,39 +233,54 @@ class CkksParams:
 
     @property
     def key_norm_factor(self) -> float:
-        """T = ln(N/2) + 3: key generation rejects a key whose error e or secret s has a slot
-        value |e(zeta)|^2 > T * N * sigma^2 or |s(zeta)|^2 > T * 2N/3 (canonical embedding;
-        about 1 in 10 draws is redrawn, which costs under 0.2 bits of security). It is what
-        makes the error bound below hold for every key, in every slot."""
+        """T = ln(N/2) + 3: key generation discards a key pair whose public-key error e or secret
+        s has a slot value |e(zeta)|^2 > T * N * sigma^2 or |s(zeta)|^2 > T * 2N/3 (canonical
+        embedding; about 1 draw in 10 is discarded, which costs under 0.2 bits of security). It
+        is what makes the error bound below hold for every key, in every slot."""
         return math.log(self.poly_degree / 2) + 3.0
+
+    def _key_level_proxy(self) -> float:
+        """Coefficient proxy of the noise e*u + e0 + e1*s of an encryption of zero under the
+        public key: ||e||^2 at 1.25 N sigma^2 (its mean is N sigma^2), ||s||^2 <= N, ternary u."""
+        n, var = self.poly_degree, NOISE_VARIANCE
+        return 1.25 * n * var + var * n + var
 
     def coefficient_noise_proxy(self) -> float:
         """Sub-Gaussian variance proxy of one coefficient of the decryption noise of one fresh
-        ciphertext, v = e*u + e0 + e1*s + r (r: encoding rounding): ||e||^2 at 1.25 N sigma^2
-        (its mean is N sigma^2), ||s||^2 <= N, ternary u and |r| <= 1/2 bounded."""
+        ciphertext. Single prime: v = e*u + e0 + e1*s + r (r: encoding rounding, |r| <= 1/2).
+        With a special prime P SEAL encrypts modulo Q*P and rounds the division by P:
+        v = (e*u + e0 + e1*s)/P + r0 + r1*s + r, |r0|, |r1| <= 1/2."""
         n = self.poly_degree
-        return 1.25 * n * NOISE_VARIANCE + NOISE_VARIANCE * n + NOISE_VARIANCE + 0.25
+        if self.special_prime is None:
+            return self._key_level_proxy() + 0.25
+        return self._key_level_proxy() / float(self.special_prime) ** 2 + 0.25 + n * 0.25 + 0.25
 
     def sum_error_std(self, num_clients: int) -> float:
         """Sub-Gaussian scale of the error of each decoded real of a sum of ``num_clients``
         fresh encryptions (a bound on its standard deviation, in every slot, for every key
-        :meth:`CkksSecretContext.generate` accepts):
+        :meth:`CkksSecretContext.generate` accepts). Single prime:
 
             sqrt(K * N/2 * (T N sigma^2 + T (2N/3) sigma^2 + sigma^2 + 1/4)) / Delta
 
         -- the real part of slot k of e*U + E0 + E1*s + R is a sum of N independent bounded or
-        Gaussian terms with weights |e(zeta_k)|, |s(zeta_k)| (see :attr:`key_norm_factor`).
+        sub-Gaussian terms with weights |e(zeta_k)|, |s(zeta_k)| (see :attr:`key_norm_factor`).
+        With a special prime P the first three terms are divided by P^2 and the rounding of the
+        division adds N/2 * (1/4 + T (2N/3) / 4) per client.
         """
         k = max(1, int(num_clients))
         n, t, var = self.poly_degree, self.key_norm_factor, NOISE_VARIANCE
-        per_client = n / 2.0 * (t * n * var + t * (2.0 * n / 3.0) * var + var + 0.25)
-        return math.sqrt(k * per_client) / self.scale
+        key_level = t * n * var + t * (2.0 * n / 3.0) * var + var
+        if self.special_prime is None:
+            per_slot = key_level + 0.25
+        else:
+            per_slot = key_level / float(self.special_prime) ** 2 + 0.25 + t * (2.0 * n / 3.0) * 0.25 + 0.25
+        return math.sqrt(k * n / 2.0 * per_slot) / self.scale
 
     def sum_error_bound(self, num_clients: int, max_abs: float = 0.0) -> float:
         """Bound on |decoded - exact| for each real of a sum of ``num_clients`` encryptions of
         values within +-``max_abs``: ERROR_TAIL_SIGMAS x :meth:`sum_error_std` (exceeded with
-        probability below 2 exp(-32) = 2.5e-14 per value), plus the float64 error of encoding and
-        decoding (relative 2^-45, far below the noise)."""
+        probability below 2 exp(-32) = 2.5e-14 per value), plus the float64 error of SEAL's
+        encoding and decoding (relative 2^-45, far below the noise)."""
         k = max(1, int(num_clients))
         packing = math.sqrt(2.0) if self.complex_packing else 1.0
         return ERROR_TAIL_SIGMAS * self.sum_error_std(k) + k * packing * max_abs * 2.0**-45
@@ -296,13 +303,6 @@ class CkksParams:
         k = int(num_clients)
         if k < 1:
             raise ConfigError(f"num_clients must be >= 1, got {num_clients}")
-        packing = math.sqrt(2.0) if self.complex_packing else 1.0
-        per_client = self.scale * packing * float(max_abs)
-        if per_client >= _MAX_ENCODED:
-            raise InsecureParametersError(
-                f"overflow bound (encoder range): max|value| {max_abs:g} x scale 2^{self.scale_bits}"
-                f" = 2^{math.log2(per_client):.1f} exceeds 2^61"
-            )
         need = self.coefficient_bound(k, max_abs)
         half_q = self.data_bits - 1.0
         if math.log2(need) >= half_q:
@@ -338,219 +338,6 @@ class CkksParams:
         bits = "+".join(str(b) for b in self.coeff_bits)
         return (f"N={self.poly_degree}, primes {bits} bits, scale 2^{self.scale_bits}, "
                 f"{'two reals' if self.complex_packing else 'one real'} per slot")
-
-
-# --------------------------------------------------------------------------------------------
-# ring arithmetic (numpy, vectorised over batches of polynomials)
-
-
-class _Ring:
-    """Exact arithmetic in Z_q[X]/(X^N+1) for the few operations aggregation needs.
-
-    Folded negacyclic FFT: a real polynomial a of degree < N is represented by its values at
-    zeta^(4k+1), k < N/2 (zeta = exp(i pi / N)), computed with one complex FFT of size N/2 on
-    (a[:N/2] + i a[N/2:]) * zeta^n. The other N/2 evaluation points are the conjugates.
-    """
-
-    def __init__(self, params: CkksParams) -> None:
-        n = params.poly_degree
-        self.n = n
-        self.h = n // 2
-        self.primes = params.data_primes
-        self.key_primes = params.primes
-        idx = np.arange(self.h, dtype=np.float64)
-        self.twist = np.exp(1j * np.pi * idx / n)
-        self.untwist = np.conj(self.twist)
-        # limbs: |limb product| <= N * 2^B stays far below the float64 FFT rounding limit
-        max_bits = max(q.bit_length() for q in self.key_primes)
-        cap = min(_MAX_LIMB_BITS, 44 - int(math.log2(n)))
-        self.n_limbs = -(-max_bits // cap)
-        self.limb_bits = -(-max_bits // self.n_limbs)
-        # SEAL's CKKSEncoder slot order: slot j <-> root zeta^(3^j mod 2N); in the folded order
-        # a root zeta^e with e = 1 (mod 4) is position (e-1)/4, otherwise its conjugate is.
-        m = 2 * n
-        e = np.empty(self.h, dtype=np.int64)
-        pos = 1
-        for j in range(self.h):
-            e[j] = pos
-            pos = (pos * 3) % m
-        conj = (e % 4) == 3
-        e = np.where(conj, m - e, e)
-        self.slot_pos = (e - 1) // 4  # folded position of slot j
-        self.inv_pos = np.argsort(self.slot_pos)  # slot held at folded position k
-        self.conj_folded = np.flatnonzero(conj[self.inv_pos])
-        self.conj_slots = np.flatnonzero(conj)
-        self._consts: dict[tuple[int, ...], Any] = {}
-
-    # folded FFT
-    def fold(self, a: np.ndarray) -> np.ndarray:
-        """(..., N) real -> (..., N/2) complex evaluations."""
-        b = np.empty(a.shape[:-1] + (self.h,), dtype=np.complex128)
-        b.real = a[..., : self.h]
-        b.imag = a[..., self.h :]
-        b *= self.twist
-        return np.fft.ifft(b, norm="forward")
-
-    def unfold(self, values: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`fold` (real parts; the caller rounds). May overwrite ``values``."""
-        c = np.fft.fft(values, norm="forward")
-        c *= self.untwist
-        out = np.empty(values.shape[:-1] + (self.n,), dtype=np.float64)
-        out[..., : self.h] = c.real
-        out[..., self.h :] = c.imag
-        return out
-
-    def limbs_hat(self, polys: np.ndarray) -> np.ndarray:
-        """(..., L, N) residues -> (n_limbs, ..., L, N/2) folded FFTs of their limbs."""
-        mask = np.uint64((1 << self.limb_bits) - 1)
-        out = []
-        for limb in range(self.n_limbs):
-            part = (polys >> np.uint64(limb * self.limb_bits)) & mask
-            out.append(self.fold(part.astype(np.float64)))
-        return np.stack(out)
-
-    def _limb_constants(self, primes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray],
-                                                                 list[np.ndarray]]:
-        cached = self._consts.get(primes)
-        if cached is not None:
-            return cached
-        q = np.asarray(primes, dtype=np.int64)[:, None]
-        qinv = 1.0 / q.astype(np.float64)
-        w = [np.array([pow(2, limb * self.limb_bits, p) for p in primes], dtype=np.int64)[:, None]
-             for limb in range(self.n_limbs)]
-        wq = [wl.astype(np.float64) / q.astype(np.float64) for wl in w]
-        self._consts[primes] = (q, qinv, w, wq)
-        return q, qinv, w, wq
-
-    def mul_small(self, big_hat: np.ndarray, small_hat: np.ndarray, primes: tuple[int, ...],
-                  extra: np.ndarray | None = None) -> np.ndarray:
-        """(big * small + extra) mod q, exactly, as int64 in [0, q).
-
-        ``big_hat``: :meth:`limbs_hat` of polynomials with residues < q (n_limbs, ..., L, N/2);
-        ``small_hat``: folded small polynomials (|coefficients| <= 1), broadcastable against it;
-        ``extra``: int64 with |extra| < 2^61, broadcastable to the (..., L, N) result.
-
-        Each limb product is an exact integer below N * 2^limb_bits <= 2^44 in magnitude, far
-        inside float64's exact range, so rounding the FFT result recovers it. The limbs are
-        recombined as base + sum_l r_l * (2^(l*B) mod q) - k*q in wrapping int64 arithmetic,
-        with the quotient k estimated in float64 (off by at most one: corrected after).
-        """
-        q, qinv, w, wq = self._limb_constants(primes)
-        r = self.unfold(big_hat[0] * small_hat)
-        np.rint(r, out=r)
-        acc = r.astype(np.int64)
-        if extra is not None:
-            acc += extra
-        kf = np.multiply(acc, qinv, out=r)  # reuse r's buffer for the quotient estimate
-        for limb in range(1, self.n_limbs):
-            r = self.unfold(big_hat[limb] * small_hat)
-            np.rint(r, out=r)
-            ri = r.astype(np.int64)
-            ri *= w[limb]
-            acc += ri  # may wrap: only the final value must fit
-            r *= wq[limb]
-            kf += r
-        np.floor(kf, out=kf)
-        k = kf.astype(np.int64)
-        k *= q
-        acc -= k  # true value now in [-q, 2q)
-        np.right_shift(acc, 63, out=k)
-        k &= q
-        acc += k
-        np.subtract(acc, q, out=k)
-        np.right_shift(k, 63, out=k)
-        np.invert(k, out=k)
-        k &= q
-        acc -= k
-        return acc
-
-    # CKKS encoding in SEAL's slot order
-    def encode(self, slots: np.ndarray, scale: float) -> np.ndarray:
-        """(C, N/2) complex slot values -> (C, N) int64 coefficients round(scale * m)."""
-        folded = np.take(slots, self.inv_pos, axis=1) * scale
-        folded.imag[:, self.conj_folded] *= -1.0
-        return np.rint(self.unfold(folded)).astype(np.int64)
-
-    def decode(self, coeffs: np.ndarray, scale: float) -> np.ndarray:
-        """(C, N) float coefficients -> (C, N/2) complex slot values / scale."""
-        folded = self.fold(coeffs)
-        slots = np.take(folded, self.slot_pos, axis=1)
-        slots.imag[:, self.conj_slots] *= -1.0
-        slots /= scale
-        return slots
-
-
-def _mulmod_const(a: np.ndarray, w: int, q: int) -> np.ndarray:
-    """a * w mod q for int64 0 <= a < 2^62 and constants 0 <= w < q < 2^61: a split into 31-bit
-    halves, each product's quotient estimated in float64 (error < 2^-19, so the estimate is off
-    by at most one), remainder exact in wrapping int64, corrected into [0, q)."""
-    hi, lo = a >> 31, a & ((1 << 31) - 1)
-    w_hi = (w << 31) % q
-    qf = float(q)
-    k = np.floor(hi * (w_hi / qf) + lo * (w / qf)).astype(np.int64)
-    r = hi * np.int64(w_hi) + lo * np.int64(w) - k * np.int64(q)  # true value in [-q, 2q)
-    qq = np.int64(q)
-    r += qq & (r >> 63)
-    r -= qq & ~((r - qq) >> 63)
-    return r
-
-
-def _reduce(v: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """int64 |v| < 2^62 -> v mod q in [0, q) (float-estimated quotient, exact correction)."""
-    k = np.floor(v * (1.0 / q)).astype(np.int64)
-    r = v - k * q
-    r += q & (r >> 63)
-    r -= q & ~((r - q) >> 63)
-    return r
-
-
-# --------------------------------------------------------------------------------------------
-# sampling (all from the AES-CTR CSPRNG)
-
-
-def _ternary(prg: Prg, n: int) -> np.ndarray:
-    """n values uniform in {-1, 0, 1} (int8): bytes below 255 taken mod 3 (255 = 3 x 85)."""
-    parts, have = [], 0
-    while have < n:
-        need = n - have
-        b = prg.uint8(need + need // 64 + 16)
-        b = b[b < 255][:need]
-        parts.append(b)
-        have += b.size
-    return _TERNARY_LUT[np.concatenate(parts) if len(parts) > 1 else parts[0]]
-
-
-def _ternary_float(prg: Prg, n: int) -> np.ndarray:
-    return _ternary(prg, n).astype(np.float64)
-
-
-_TERNARY_LUT = (np.arange(256) % 3 - 1).astype(np.int8)
-
-
-_AMBIGUOUS = np.int8(127)
-
-
-@functools.lru_cache(maxsize=1)
-def _gauss_lut() -> np.ndarray:
-    """Table on the top 16 bits of a 64-bit uniform: the sample when every 64-bit extension of
-    the prefix falls in one CDF interval, else 127 (finish with 48 more bits). Exact: the same
-    result as inverting the full 64-bit CDF."""
-    top = np.arange(1 << 16, dtype=np.uint64) << np.uint64(48)
-    lo = np.searchsorted(_NOISE_CDF, top, side="right")
-    hi = np.searchsorted(_NOISE_CDF, top | np.uint64((1 << 48) - 1), side="right")
-    return np.where(lo == hi, lo - NOISE_MAX, _AMBIGUOUS).astype(np.int8)
-
-
-def _gaussian(prg: Prg, n: int) -> np.ndarray:
-    """n samples (int64) of the discrete Gaussian (sigma 3.2, |e| <= 19) by inversion of its
-    64-bit CDF: 16 random bits decide all but ~0.05% of samples, which draw 48 bits more."""
-    top = np.frombuffer(prg.bytes(2 * n), dtype="<u2")
-    out = _gauss_lut()[top].astype(np.int64)
-    amb = np.flatnonzero(out == _AMBIGUOUS)
-    if amb.size:
-        full = (top[amb].astype(np.uint64) << np.uint64(48)) | (prg.uint64(amb.size) >> np.uint64(16))
-        out[amb] = np.searchsorted(_NOISE_CDF, full, side="right").astype(np.int64) - NOISE_MAX
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,13 +405,57 @@ def _unpack_records(buf: np.ndarray, offset: int, stride: int, records: int, wid
     return out.reshape(records, count)
 
 
+_PACK_VALUES = 32768  # values per packing step: temporaries stay in cache and on the heap
+
+
+def _pack_into(values: np.ndarray, width: int, dest: np.ndarray) -> None:
+    """:func:`_pack_bits` of every row: ``values`` (R, S, M) uint64 < 2^width (rows may be
+    strided; the last axis contiguous, M a multiple of 8) -> ``dest`` (R, S, M * width / 8) uint8
+    (may be a strided view), without large temporaries: rows go through in small steps."""
+    g = 8 // math.gcd(width, 8)
+    nbytes = g * width // 8
+    nwords = -(-nbytes // 8)
+    r_all, s_all, m = values.shape
+    groups = m // g
+    step = max(1, _PACK_VALUES // (s_all * m))
+    words = np.empty((min(step, r_all), s_all, groups, nwords), dtype=np.uint64)
+    tmp = np.empty((min(step, r_all), s_all, groups), dtype=np.uint64)
+    for r0 in range(0, r_all, step):
+        rc = min(step, r_all - r0)
+        v = values[r0 : r0 + rc].reshape(rc, s_all, groups, g)
+        w, t = words[:rc], tmp[:rc]
+        w.fill(0)
+        for i in range(g):
+            bit = i * width
+            k, sh = bit >> 6, bit & 63
+            np.left_shift(v[..., i], np.uint64(sh), out=t)
+            np.bitwise_or(w[..., k], t, out=w[..., k])
+            if sh + width > 64:
+                np.right_shift(v[..., i], np.uint64(64 - sh), out=t)
+                np.bitwise_or(w[..., k + 1], t, out=w[..., k + 1])
+        raw = w.view(np.uint8).reshape(rc, s_all, groups, 8 * nwords)
+        dest[r0 : r0 + rc].reshape(rc, s_all, groups, nbytes)[...] = raw[..., :nbytes]
+
+
 def _pack_polys(polys: np.ndarray, primes: Sequence[int]) -> bytes:
-    """(C, P, L, N) residues -> bytes, layout [c][p][prime i: N coefficients at bitlen(q_i) bits]."""
+    """(C, P, L, N) residues -> bytes, layout [c][p][prime i: N coefficients at bitlen(q_i) bits].
+    ``polys`` may be a strided view (contiguous along N)."""
     c, p, nl, n = polys.shape
-    if nl == 1:
-        return _pack_bits(polys, int(primes[0]).bit_length()).tobytes()
-    parts = [_pack_bits(polys[:, :, i, :], int(q).bit_length()).reshape(c, p, -1) for i, q in enumerate(primes)]
-    return np.concatenate(parts, axis=2).tobytes()
+    out = np.empty(c * p * n * sum(int(q).bit_length() for q in primes) // 8, dtype=np.uint8)
+    _pack_polys_into(polys, primes, out)
+    return out.tobytes()
+
+
+def _pack_polys_into(polys: np.ndarray, primes: Sequence[int], dest: np.ndarray) -> None:
+    """:func:`_pack_polys` into ``dest`` (contiguous uint8 of exactly the packed size)."""
+    c, p, nl, n = polys.shape
+    widths = [int(q).bit_length() for q in primes]
+    out = dest.reshape(c, p, n * sum(widths) // 8)
+    start = 0
+    for i, width in enumerate(widths):
+        size = n * width // 8
+        _pack_into(polys[:, :, i, :], width, out[:, :, start : start + size])
+        start += size
 
 
 def _unpack_polys(data: bytes | memoryview, count: int, npoly: int, primes: Sequence[int], n: int,
@@ -650,18 +481,156 @@ def _unpack_polys(data: bytes | memoryview, count: int, npoly: int, primes: Sequ
 
 
 # --------------------------------------------------------------------------------------------
+# SEAL objects
+
+
+def _sealapi() -> Any:
+    import tenseal.sealapi as sealapi
+
+    return sealapi
+
+
+# A ciphertext body as SEAL saves it (after the 16-byte object header): parms_id (4 x u64), NTT
+# flag (u8), size, N, L (u64), scale (f64), correction factor (u64) = 73 bytes; then the nested
+# coefficient array: 16-byte header + count (u64) = 24 bytes; then the coefficients.
+_CT_BODY_META = 73 + 24
+# SEAL's body is decompressed at this offset into each buffer row, which puts the coefficients
+# (at 7 + 97 = 104) on an 8-byte boundary.
+_ROW_PAD = 7
+
+
+class _SealState:
+    """This process's SEAL objects for one public context: SEAL context, encoder and (lazily)
+    encryptor, plus the layout of the ciphertexts SEAL saves. Never pickled: a worker process
+    builds its own from the context's bytes."""
+
+    __slots__ = ("params", "context", "encoder", "parms_id", "_public_key", "_encryptor", "_reference",
+                 "body_len", "data_len", "stride")
+
+    def __init__(self, params: CkksParams, public_key: Any) -> None:
+        api = _sealapi()
+        self.params = params
+        self.context = seal_bridge.seal_context(params.poly_degree, params.primes)
+        self.encoder = api.CKKSEncoder(self.context)
+        self.parms_id = seal_bridge.parms_id_of(self.context.first_parms_id())
+        self._public_key = public_key
+        self._encryptor: Any = None
+        self._reference: np.ndarray | None = None
+        self.data_len = 8 * 2 * len(params.data_primes) * params.poly_degree
+        self.body_len = _CT_BODY_META + self.data_len
+        self.stride = -(-(_ROW_PAD + self.body_len) // 8) * 8
+
+    def encryptor(self) -> Any:
+        if self._encryptor is None:
+            self._encryptor = _sealapi().Encryptor(self.context, self._public_key)
+        return self._encryptor
+
+    def encrypt_block(self, slots: np.ndarray, buf: np.ndarray) -> np.ndarray:
+        """(B, N/2) complex or real slot rows -> (B, 2, L, N) uint64: SEAL's ciphertexts (NTT
+        form, first data level), read out of SEAL's own serialization into ``buf`` (B, stride)
+        uint8; the result is a view of it."""
+        api = _sealapi()
+        p = self.params
+        b = slots.shape[0]
+        encode, encrypt, scale = self.encoder.encode, self.encryptor().encrypt, p.scale
+        save = seal_bridge.seal_scratch().save_body_into
+        pt, ct = api.Plaintext(), api.Ciphertext()
+        for i in range(b):
+            try:
+                encode(slots[i].tolist(), scale, pt)
+            except (ValueError, RuntimeError, TypeError) as exc:
+                raise ConfigError(f"ckks: SEAL's encoder refused the values ({exc}); value x scale must stay"
+                                  " inside the modulus (check_overflow)") from None
+            encrypt(pt, ct)
+            if save(ct, buf[i, _ROW_PAD:], "SEAL ciphertext") != self.body_len:
+                raise MalformedMessageError("SEAL saved a ciphertext of unexpected size")
+        self._check_layout(buf)
+        start = _ROW_PAD + _CT_BODY_META
+        coeffs = buf[:, start : start + self.data_len].view(np.uint64)
+        return coeffs.reshape(b, 2, len(p.data_primes), p.poly_degree)
+
+    def _check_layout(self, buf: np.ndarray) -> None:
+        """Every saved ciphertext must carry the metadata of the first one, which is parsed in
+        full (parms_id, NTT form, size 2, N, L, scale, coefficients below their primes)."""
+        meta = buf[:, _ROW_PAD : _ROW_PAD + _CT_BODY_META]
+        if self._reference is None:
+            p = self.params
+            body = buf[0, _ROW_PAD : _ROW_PAD + self.body_len].tobytes()
+            head = seal_bridge.SealHeader(seal_bridge.SEAL_VERSION_MAJOR, 3, 0, seal_bridge.HEADER_BYTES + len(body))
+            first = seal_bridge.SealCiphertext.from_bytes(head.to_bytes() + body, moduli=p.data_primes)
+            if (first.parms_id != self.parms_id or not first.is_ntt_form or first.data.shape[0] != 2
+                    or first.scale != p.scale or first.correction_factor != 1):
+                raise MalformedMessageError("SEAL produced a ciphertext with unexpected metadata")
+            self._reference = meta[0].copy()
+        if not bool(np.all(meta == self._reference)):
+            raise MalformedMessageError("SEAL produced a ciphertext with unexpected metadata")
+
+    def load_ciphertext(self, ct: Any, data: np.ndarray, scale: float) -> Any:
+        """(2, L, N) NTT-form residues -> the SEAL ``Ciphertext`` ``ct`` (SEAL validates)."""
+        blob = seal_bridge.SealCiphertext(self.parms_id, True, scale, data).to_bytes()
+        return seal_bridge.seal_scratch().load(ct, self.context, blob)
+
+    def decode(self, pt: Any) -> np.ndarray:
+        """SEAL's ``CKKSEncoder`` decode of a plaintext -> float64 reals (two per slot with
+        complex packing)."""
+        if self.params.complex_packing:
+            return np.array(self.encoder.decode_complex(pt), dtype=np.complex128).view(np.float64)
+        return np.array(self.encoder.decode_double(pt), dtype=np.float64)
+
+
+def _key_norms(state: _SealState, decryptor: Any, public_key: np.ndarray) -> tuple[float, float]:
+    """(max |s(zeta)|^2 / (2N/3), max |e(zeta)|^2 / (N sigma^2)) over the slots, computed by SEAL:
+    decrypting the ciphertext (0, 1) gives the secret s, decrypting the public key (b, a) gives
+    its error e; decoding at scale 1 evaluates them at the roots (the other half of the roots
+    are the conjugates)."""
+    api = _sealapi()
+    p = state.params
+    n, nl = p.poly_degree, len(p.data_primes)
+    probe = np.zeros((2, nl, n), dtype=np.uint64)
+    probe[1] = 1  # NTT form of the constant polynomial 1
+    peaks = []
+    for polys in (probe, np.ascontiguousarray(public_key[:, :nl, :])):
+        ct = state.load_ciphertext(api.Ciphertext(), polys, 1.0)
+        pt = api.Plaintext()
+        decryptor.decrypt(ct, pt)
+        peaks.append(float(np.max(np.abs(np.asarray(state.encoder.decode_complex(pt))) ** 2)))
+    return peaks[0] / (2.0 * n / 3.0), peaks[1] / (n * NOISE_VARIANCE)
+
+
+def _is_ternary(secret: np.ndarray, primes: Sequence[int]) -> bool:
+    """Whether the NTT-form residues ``secret`` (L, N) are one polynomial with coefficients in
+    {-1, 0, 1} modulo every prime (SEAL's inverse NTT; through files that are removed at once)."""
+    coeffs = seal_bridge.seal_ntt(secret, primes, inverse=True)
+    q = np.asarray(primes, dtype=np.uint64)[:, None]
+    minus_one = coeffs == q - np.uint64(1)
+    if not bool(np.all((coeffs <= 1) | minus_one)):
+        return False
+    signs = np.where(minus_one, -1, coeffs.astype(np.int64))
+    return bool(np.all(signs == signs[0]))
+
+
+def _as_values(values: np.ndarray) -> np.ndarray:
+    arr = np.ascontiguousarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ConfigError(f"ckks encrypts 1-D vectors, got shape {arr.shape}")
+    if not bool(np.all(np.isfinite(arr))):
+        raise ConfigError("ckks cannot encrypt NaN or infinite values")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
 # contexts
 
 
 _CTX_MAGIC = b"SFCKKS"
-_CTX_VERSION = 1
+_CTX_VERSION = 2  # 2: keys in SEAL's NTT form (version 1 held coefficient-form keys)
 _KIND_PUBLIC = 1
 _KIND_SECRET = 2
 _CTX_HEAD = struct.Struct("<6sBBIBB")  # magic, version, kind, N, scale_bits, complex packing
 
 
-def _params_bytes(params: CkksParams) -> bytes:
-    head = _CTX_HEAD.pack(_CTX_MAGIC, _CTX_VERSION, 0, params.poly_degree, params.scale_bits,
+def _params_bytes(params: CkksParams, kind: int) -> bytes:
+    head = _CTX_HEAD.pack(_CTX_MAGIC, _CTX_VERSION, kind, params.poly_degree, params.scale_bits,
                           int(params.complex_packing))
     return head + bytes([len(params.coeff_bits), *params.coeff_bits]) + b"".join(
         struct.pack("<Q", q) for q in params.primes)
@@ -671,12 +640,14 @@ class CkksPublicContext:
     """Public CKKS material: parameters and public key. Encrypts, adds, validates -- and
     cannot decrypt: it holds no secret key and nothing from which one could be reached.
 
-    Build it from a :class:`CkksSecretContext` (:meth:`CkksSecretContext.public`) or from
-    bytes (:meth:`from_bytes`). ``context_id`` (16 bytes, SHA-256 of the serialized public
-    context) binds ciphertexts to the key they were made under.
+    Build it from a :class:`CkksSecretContext` (:meth:`CkksSecretContext.public`), from bytes
+    (:meth:`from_bytes`), or from a public key in SEAL's layout (``(2, L_key, N)`` uint64,
+    NTT form, all primes -- e.g. a collective key). SEAL validates the key on construction.
+    ``context_id`` (16 bytes, SHA-256 of the serialized public context) binds ciphertexts to the
+    key they were made under. Pickles as its bytes.
     """
 
-    __slots__ = ("params", "_pk", "_ring", "_pk_hat", "_context_id")
+    __slots__ = ("params", "_pk", "_seal_pk", "_state", "_context_id")
 
     def __init__(self, params: CkksParams, public_key: np.ndarray) -> None:
         pk = np.array(public_key, dtype=np.uint64, copy=True)
@@ -688,8 +659,10 @@ class CkksPublicContext:
         pk.flags.writeable = False
         self.params = params
         self._pk = pk
-        self._ring: _Ring | None = None
-        self._pk_hat: np.ndarray | None = None
+        ctx = seal_bridge.seal_context(params.poly_degree, params.primes)
+        key = seal_bridge.SealPublicKey(seal_bridge.parms_id_of(ctx.key_parms_id()), pk)
+        self._seal_pk = seal_bridge.seal_scratch().load(_sealapi().PublicKey(), ctx, key.to_bytes())
+        self._state: _SealState | None = None
         self._context_id = hashlib.sha256(self.to_bytes()).digest()[:16]
 
     def __repr__(self) -> str:
@@ -701,26 +674,22 @@ class CkksPublicContext:
     def __hash__(self) -> int:
         return hash(self._context_id)
 
+    def __reduce__(self) -> Any:
+        return (CkksPublicContext.from_bytes, (self.to_bytes(),))
+
     @property
     def context_id(self) -> bytes:
         return self._context_id
 
     @property
     def public_key(self) -> np.ndarray:
-        """(2, L_key, N) uint64 coefficient-form public key (b, a), read-only."""
+        """(2, L_key, N) uint64 public key (b, a) in SEAL's NTT form, all primes, read-only."""
         return self._pk
 
-    @property
-    def ring(self) -> _Ring:
-        if self._ring is None:
-            self._ring = _Ring(self.params)
-        return self._ring
-
-    def _public_hat(self) -> np.ndarray:
-        if self._pk_hat is None:
-            ld = len(self.params.data_primes)
-            self._pk_hat = self.ring.limbs_hat(self._pk[:, :ld, :])  # (limbs, 2, L, N/2)
-        return self._pk_hat
+    def _seal(self) -> _SealState:
+        if self._state is None:
+            self._state = _SealState(self.params, self._seal_pk)
+        return self._state
 
     def decrypt(self, *_: Any, **__: Any) -> Any:
         """Always refuses: a public context has no secret key."""
@@ -730,9 +699,7 @@ class CkksPublicContext:
 
     def to_bytes(self) -> bytes:
         """Parameters and public key (never a secret key)."""
-        head = bytearray(_params_bytes(self.params))
-        head[7] = _KIND_PUBLIC
-        return bytes(head) + _pack_polys(self._pk[None], self.params.primes)
+        return _params_bytes(self.params, _KIND_PUBLIC) + _pack_polys(self._pk[None], self.params.primes)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CkksPublicContext:
@@ -747,50 +714,47 @@ class CkksPublicContext:
 
     # -- encryption ----------------------------------------------------------------------------
 
-    def encrypt(self, values: np.ndarray, *, seed: bytes | None = None) -> CkksCiphertexts:
-        """Encrypt a real vector (any length; padded with zeros to whole ciphertexts).
-
-        ``seed`` (32 bytes) makes the encryption randomness reproducible -- for tests only;
-        by default a fresh seed comes from ``secrets``.
-        """
-        data = self._encrypt_array(_as_values(values), seed)
+    def encrypt(self, values: np.ndarray) -> CkksCiphertexts:
+        """Encrypt a real vector (any length; padded with zeros to whole ciphertexts) with SEAL's
+        public-key encryption; SEAL draws the randomness."""
+        vals = _as_values(values)
+        data = np.empty((self.params.ciphertexts_for(vals.size), 2, len(self.params.data_primes),
+                         self.params.poly_degree), dtype=np.uint64)
+        for start, block in self._encrypt_blocks(vals):
+            data[start : start + block.shape[0]] = block
         return CkksCiphertexts(self, data, 1)
 
-    def _encrypt_array(self, values: np.ndarray, seed: bytes | None) -> np.ndarray:
-        chunks = list(self._encrypt_chunks(values, seed))
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
-
-    def _encrypt_packed(self, values: np.ndarray, seed: bytes | None) -> bytes:
-        """Encrypt and bit-pack chunk by chunk (the working set stays in cache)."""
-        primes = self.params.data_primes
-        return b"".join(_pack_polys(chunk, primes) for chunk in self._encrypt_chunks(values, seed))
-
-    def _encrypt_chunks(self, values: np.ndarray, seed: bytes | None) -> Iterator[np.ndarray]:
+    def _encrypt_packed(self, values: np.ndarray, head: bytes = b"") -> bytes:
+        """``head`` followed by the encrypted, bit-packed ``values`` (what
+        :meth:`CkksCiphertexts.to_bytes` writes after its header), packed batch by batch into
+        one buffer."""
         p = self.params
+        per_ct = p.ciphertext_bytes
+        out = np.empty(len(head) + p.ciphertexts_for(values.size) * per_ct, dtype=np.uint8)
+        out[: len(head)] = np.frombuffer(head, dtype=np.uint8)
+        body = out[len(head) :]
+        for start, block in self._encrypt_blocks(values):
+            dest = body[start * per_ct : (start + block.shape[0]) * per_ct]
+            _pack_polys_into(block, p.data_primes, dest)
+        return out.tobytes()
+
+    def _encrypt_blocks(self, values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """(first ciphertext index, (B, 2, L, N) ciphertexts) per batch; every batch is a view of
+        one reused buffer, valid until the next one is produced."""
+        p = self.params
+        state = self._seal()
         count = p.ciphertexts_for(values.size)
         per = p.values_per_ciphertext
-        padded = np.zeros(count * per, dtype=np.float64)
-        padded[: values.size] = values
-        prg = Prg(fresh_seed() if seed is None else seed)
+        buf = np.empty((min(count, _CHUNK), state.stride), dtype=np.uint8)
         for start in range(0, count, _CHUNK):
             stop = min(count, start + _CHUNK)
-            yield self._encrypt_chunk(padded[start * per : stop * per].reshape(stop - start, per), prg)
-
-    def _encrypt_chunk(self, vals: np.ndarray, prg: Prg) -> np.ndarray:
-        """(C, values_per_ciphertext) -> (C, 2, L, N) uint64 ciphertexts (b*u + e0 + m, a*u + e1)."""
-        p, ring = self.params, self.ring
-        c, n = vals.shape[0], p.poly_degree
-        if p.complex_packing:
-            slots = np.ascontiguousarray(vals).view(np.complex128)
-        else:
-            slots = vals.astype(np.complex128)
-        if float(np.max(np.abs(slots))) * p.scale >= _MAX_ENCODED:
-            raise ConfigError("ckks: value x scale beyond the encoder range 2^61 (check_overflow refuses this)")
-        extra = _gaussian(prg, 2 * c * n).reshape(c, 2, 1, n)
-        extra[:, 0, 0] += ring.encode(slots, p.scale)
-        u_hat = ring.fold(_ternary_float(prg, c * n).reshape(c, n))[:, None, None, :]  # (C, 1, 1, N/2)
-        out = ring.mul_small(self._public_hat(), u_hat, p.data_primes, extra)
-        return out.astype(np.uint64)
+            piece = values[start * per : stop * per]
+            if piece.size != (stop - start) * per:
+                padded = np.zeros((stop - start) * per, dtype=np.float64)
+                padded[: piece.size] = piece
+                piece = padded
+            rows = piece.view(np.complex128) if p.complex_packing else piece
+            yield start, state.encrypt_block(rows.reshape(stop - start, p.slots), buf[: stop - start])
 
     # -- ciphertext parsing ----------------------------------------------------------------------
 
@@ -832,46 +796,56 @@ def _parse_params(data: bytes, what: str) -> tuple[CkksParams, int, bytes]:
 
 
 class CkksSecretContext:
-    """Secret CKKS material: a :class:`CkksPublicContext` plus the secret key. Decrypts.
+    """Secret CKKS material: a :class:`CkksPublicContext` plus the secret key. Decrypts (SEAL's
+    ``Decryptor``).
 
     The secret key never leaves the object except through
-    ``to_bytes(include_secret_key=True)``; ``repr`` hides it and pickling is refused (use the
-    explicit serializer). :meth:`public` returns a new public-only object.
+    ``to_bytes(include_secret_key=True)`` and :meth:`seal_secret_key`; ``repr`` hides it and
+    pickling is refused (use the explicit serializer). :meth:`public` returns a new public-only
+    object.
     """
 
-    __slots__ = ("_public", "_secret", "_s_hat")
+    __slots__ = ("_public", "_secret", "_decryptor")
 
-    def __init__(self, public: CkksPublicContext, secret: np.ndarray) -> None:
-        s = np.array(secret, dtype=np.int8, copy=True)
-        if s.shape != (public.params.poly_degree,) or not bool(np.all(np.abs(s) <= 1)):
-            raise ConfigError("secret key must be a ternary vector of length N")
-        s.flags.writeable = False
+    def __init__(self, public: CkksPublicContext, secret: seal_bridge.SealSecretKey, *,
+                 _seal_secret: Any = None) -> None:
+        p = public.params
+        if not isinstance(secret, seal_bridge.SealSecretKey):
+            raise ConfigError(f"secret key must be a SealSecretKey, got {type(secret).__name__}")
+        ctx = seal_bridge.seal_context(p.poly_degree, p.primes)
+        if secret.parms_id != seal_bridge.parms_id_of(ctx.key_parms_id()) or \
+                secret.data.shape != (len(p.primes), p.poly_degree):
+            raise ConfigError("secret key does not belong to these parameters (key level, all primes)")
+        if _seal_secret is None:  # load through a file that is removed at once
+            _seal_secret = seal_bridge.load_seal_object(_sealapi().SecretKey(), ctx, secret.to_bytes())
         self._public = public
-        self._secret = s
-        self._s_hat: np.ndarray | None = None
+        self._secret = secret
+        self._decryptor = _sealapi().Decryptor(ctx, _seal_secret)
 
     @classmethod
     def generate(cls, params: CkksParams | CkksPreset | str = CkksPreset.COMPACT) -> CkksSecretContext:
-        """Fresh keys: s ternary, a uniform, e Gaussian, all from a fresh CSPRNG seed."""
+        """Fresh keys from SEAL's ``KeyGenerator``; a pair beyond the embedding norms of
+        :attr:`CkksParams.key_norm_factor` is discarded and drawn again."""
         if not isinstance(params, CkksParams):
             params = CkksParams.from_preset(params)
-        seal_bridge.seal_context(params.poly_degree, params.primes)  # SEAL double-checks the set
-        prg = Prg(fresh_seed())
-        n, primes = params.poly_degree, params.primes
-        ring = _Ring(params)
+        api = _sealapi()
+        ctx = seal_bridge.seal_context(params.poly_degree, params.primes)  # SEAL double-checks the set
+        scratch = seal_bridge.seal_scratch()
         limit = params.key_norm_factor
-        while True:  # rejection on the canonical embedding (see CkksParams.key_norm_factor)
-            s = _ternary(prg, n)
-            e = _gaussian(prg, n)
-            s_can = float(np.max(np.abs(ring.fold(s.astype(np.float64))) ** 2)) / (2.0 * n / 3.0)
-            e_can = float(np.max(np.abs(ring.fold(e.astype(np.float64))) ** 2)) / (n * NOISE_VARIANCE)
-            if s_can <= limit and e_can <= limit:
-                break
-        a = np.stack([prg.uniform_below(n, q) for q in primes])  # (L_key, N)
-        q = np.asarray(primes, dtype=np.int64)
-        a_s = ring.mul_small(ring.limbs_hat(a), ring.fold(s.astype(np.float64))[None, :], primes)
-        b = _reduce(e.astype(np.int64)[None, :] - a_s, q[:, None]).astype(np.uint64)
-        return cls(CkksPublicContext(params, np.stack([b, a])), s)
+        for _ in range(_MAX_KEY_DRAWS):
+            keygen = api.KeyGenerator(ctx)
+            sk = keygen.secret_key()
+            pk = api.PublicKey()
+            keygen.create_public_key(pk)
+            pk_data = seal_bridge.SealPublicKey.from_bytes(scratch.save(pk), moduli=params.primes).data
+            public = CkksPublicContext(params, pk_data)
+            decryptor = api.Decryptor(ctx, sk)
+            s_norm, e_norm = _key_norms(public._seal(), decryptor, pk_data)
+            if s_norm <= limit and e_norm <= limit:
+                secret = seal_bridge.SealSecretKey.from_bytes(
+                    seal_bridge.save_seal_object(sk), poly_degree=params.poly_degree, moduli=params.primes)
+                return cls(public, secret, _seal_secret=sk)
+        raise ConfigError(f"no SEAL key pair within the embedding norms after {_MAX_KEY_DRAWS} draws")
 
     def __repr__(self) -> str:
         return f"CkksSecretContext({self._public.params.describe()}, <secret key>)"
@@ -893,113 +867,77 @@ class CkksSecretContext:
 
     def to_bytes(self, *, include_secret_key: bool = False) -> bytes:
         """Serialized context. Without ``include_secret_key=True`` this is exactly the public
-        context's bytes."""
+        context's bytes; with it, kind 2 and the secret key (SEAL's NTT form, all primes,
+        bit-packed) appended."""
         pub = self._public.to_bytes()
         if not include_secret_key:
             return pub
         out = bytearray(pub)
         out[7] = _KIND_SECRET
-        return bytes(out) + self._secret.tobytes()
+        return bytes(out) + _pack_polys(self._secret.data[None, None], self.params.primes)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CkksSecretContext:
+        """Parse strictly; the secret key must be one ternary polynomial modulo every prime and
+        match the public key (checked through SEAL: decrypting the public key must give an error
+        within key generation's norms)."""
         params, kind, rest = _parse_params(data, "CKKS secret context")
         if kind != _KIND_SECRET:
             raise MalformedMessageError("CKKS secret context: these bytes hold no secret key")
-        n = params.poly_degree
-        pk_len = 2 * n * sum(q.bit_length() for q in params.primes) // 8
-        if len(rest) != pk_len + n:
-            raise MalformedMessageError(f"CKKS secret context: {len(rest)} bytes of keys, expected {pk_len + n}")
-        pk = _unpack_polys(rest[:pk_len], 1, 2, params.primes, n, "CKKS public key")[0]
-        s = np.frombuffer(rest[pk_len:], dtype=np.int8)
-        if not bool(np.all(np.abs(s) <= 1)):
-            raise MalformedMessageError("CKKS secret context: the secret key is not ternary")
-        return cls(CkksPublicContext(params, pk), s)
+        n, primes = params.poly_degree, params.primes
+        poly_len = n * sum(q.bit_length() for q in primes) // 8
+        if len(rest) != 3 * poly_len:
+            raise MalformedMessageError(f"CKKS secret context: {len(rest)} bytes of keys, expected {3 * poly_len}")
+        pk = _unpack_polys(rest[: 2 * poly_len], 1, 2, primes, n, "CKKS public key")[0]
+        sk = _unpack_polys(rest[2 * poly_len :], 1, 1, primes, n, "CKKS secret key")[0, 0]
+        public = CkksPublicContext(params, pk)
+        ctx = seal_bridge.seal_context(n, primes)
+        out = cls(public, seal_bridge.SealSecretKey(seal_bridge.parms_id_of(ctx.key_parms_id()), sk))
+        if not _is_ternary(sk, primes):
+            raise MalformedMessageError("CKKS secret context: the secret key is not one ternary polynomial")
+        s_norm, e_norm = _key_norms(public._seal(), out._decryptor, pk)
+        if not (s_norm <= params.key_norm_factor and e_norm <= params.key_norm_factor):
+            raise MalformedMessageError("CKKS secret context: the secret key does not match the public key")
+        return out
 
-    def encrypt(self, values: np.ndarray, *, seed: bytes | None = None) -> CkksCiphertexts:
+    def encrypt(self, values: np.ndarray) -> CkksCiphertexts:
         """Public-key encryption (same as the public context's)."""
-        return self._public.encrypt(values, seed=seed)
+        return self._public.encrypt(values)
 
     # -- decryption ------------------------------------------------------------------------------
 
     def decrypt(self, ciphertexts: CkksCiphertexts, n_values: int | None = None) -> np.ndarray:
-        """Decrypt and decode to a float64 vector (the first ``n_values`` reals)."""
+        """Decrypt (SEAL's ``Decryptor``) and decode (SEAL's ``CKKSEncoder``) to a float64 vector
+        (the first ``n_values`` reals)."""
         if not isinstance(ciphertexts, CkksCiphertexts):
             raise ConfigError(f"decrypt expects CkksCiphertexts, got {type(ciphertexts).__name__}")
         if ciphertexts.context_id != self.context_id:
             raise MalformedMessageError("ciphertexts were made under another CKKS context")
-        p, ring = self.params, self._public.ring
-        if self._s_hat is None:
-            self._s_hat = ring.fold(self._secret.astype(np.float64))
+        api = _sealapi()
+        p, state = self.params, self._public._seal()
         data = ciphertexts.data
-        out = []
-        for start in range(0, data.shape[0], _CHUNK):
-            ct = data[start : start + _CHUNK]
-            c1_hat = ring.limbs_hat(ct[:, 1])  # (limbs, C, L, N/2)
-            m = ring.mul_small(c1_hat, self._s_hat, p.data_primes, ct[:, 0].astype(np.int64))
-            coeffs = _centered_float(m, p.data_primes)  # (C, N)
-            slots = ring.decode(coeffs, p.scale)
-            out.append(slots.view(np.float64) if p.complex_packing else slots.real.copy())
-        values = np.concatenate(out, axis=0).reshape(-1)
+        stop = data.shape[0] if n_values is None else min(data.shape[0], p.ciphertexts_for(n_values))
+        out = np.empty((stop, p.values_per_ciphertext), dtype=np.float64)
+        ct, pt = api.Ciphertext(), api.Plaintext()
+        for c in range(stop):
+            state.load_ciphertext(ct, data[c], p.scale)
+            try:
+                self._decryptor.decrypt(ct, pt)
+            except (ValueError, RuntimeError) as exc:
+                raise MalformedMessageError(f"SEAL refused to decrypt ciphertext {c}: {exc}") from None
+            out[c] = state.decode(pt)
+        values = out.reshape(-1)
         return values if n_values is None else values[:n_values].copy()
 
     def seal_secret_key(self) -> seal_bridge.SealSecretKey:
         """The secret key in SEAL's form (NTT, key level), e.g. for SEAL's ``Decryptor``."""
-        p = self.params
-        s = self._secret.astype(np.int64)
-        res = np.stack([np.where(s < 0, s + q, s) for q in p.primes]).astype(np.uint64)
-        ntt = seal_bridge.seal_ntt(res, p.primes)
-        ctx = seal_bridge.seal_context(p.poly_degree, p.primes)
-        return seal_bridge.SealSecretKey(seal_bridge.parms_id_of(ctx.key_parms_id()), ntt)
+        return self._secret
 
     def seal_public_key(self) -> seal_bridge.SealPublicKey:
         """The public key in SEAL's form (NTT, key level)."""
         p = self.params
-        ntt = seal_bridge.seal_ntt(self._public.public_key, p.primes)
         ctx = seal_bridge.seal_context(p.poly_degree, p.primes)
-        return seal_bridge.SealPublicKey(seal_bridge.parms_id_of(ctx.key_parms_id()), ntt)
-
-
-def _centered_float(m: np.ndarray, primes: Sequence[int]) -> np.ndarray:
-    """(C, L, N) residues in [0, q_i) -> float64 centred representative of the CRT value in
-    (-Q/2, Q/2]: mixed-radix (Garner) digits, each centred, summed as d_0 + q_0 (d_1 + q_1 ...).
-    Exact while |value| < 2^53, relative error 2^-52 beyond."""
-    q0 = int(primes[0])
-    v = m[:, 0].astype(np.int64)
-    v = np.where(v > q0 // 2, v - q0, v)
-    if len(primes) == 1:
-        return v.astype(np.float64)
-    digits = [v]
-    total = v.astype(np.float64)
-    radix = float(q0)
-    for i in range(1, len(primes)):
-        qi = int(primes[i])
-        qa = np.int64(qi)
-        partial = np.zeros_like(v)  # sum_j digit_j * prod_{t<j} q_t  (mod q_i)
-        mult = 1
-        for j, d in enumerate(digits):
-            term = _reduce(d, qa)
-            if mult % qi != 1:
-                term = _mulmod_const(term, mult % qi, qi)
-            partial = _reduce(partial + term, qa)
-            mult *= int(primes[j])
-        diff = m[:, i].astype(np.int64) - partial
-        diff += qa & (diff >> 63)
-        d = _mulmod_const(diff, pow(mult % qi, -1, qi), qi)
-        d = np.where(d > qi // 2, d - qi, d)
-        digits.append(d)
-        total += d.astype(np.float64) * radix
-        radix *= qi
-    return total
-
-
-def _as_values(values: np.ndarray) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ConfigError(f"ckks encrypts 1-D vectors, got shape {arr.shape}")
-    if not bool(np.all(np.isfinite(arr))):
-        raise ConfigError("ckks cannot encrypt NaN or infinite values")
-    return arr
+        return seal_bridge.SealPublicKey(seal_bridge.parms_id_of(ctx.key_parms_id()), self._public.public_key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1010,12 +948,13 @@ _CT_HEAD = struct.Struct("<16sI")  # context id, ciphertext count
 
 
 class CkksCiphertexts:
-    """A batch of ciphertexts under one context: ``data[c, j, i, n]`` is coefficient n of
-    polynomial j of ciphertext c modulo data prime i (coefficient form). ``summands`` counts
-    the encryptions added into it (1 for a fresh batch).
+    """A batch of SEAL ciphertexts under one context: ``data[c, j, i, n]`` is coefficient n of
+    polynomial j of ciphertext c modulo data prime i, in SEAL's NTT form at the first data level
+    (exactly what SEAL's ``Ciphertext`` holds). ``summands`` counts the encryptions added into
+    it (1 for a fresh batch).
 
     Wire form (:meth:`to_bytes`): context id (16 B), count (u32), then per ciphertext its two
-    polynomials with every coefficient packed to the bit length of its prime.
+    polynomials with every residue packed to the bit length of its prime.
     """
 
     __slots__ = ("context", "data", "summands")
@@ -1066,34 +1005,30 @@ class CkksCiphertexts:
         return cls(context, arr, 1)
 
     def to_seal(self) -> list[Any]:
-        """SEAL ``Ciphertext`` objects (NTT form, SEAL's first data level) -- for interop/tests."""
-        import tenseal.sealapi as sealapi
-
-        p = self.context.params
-        ctx = seal_bridge.seal_context(p.poly_degree, p.primes)
-        pid = seal_bridge.parms_id_of(ctx.first_parms_id())
-        ntt = seal_bridge.seal_ntt(self.data, p.data_primes)
-        out = []
-        for c in range(len(self)):
-            blob = seal_bridge.SealCiphertext(pid, True, p.scale, ntt[c]).to_bytes()
-            out.append(seal_bridge.load_seal_object(sealapi.Ciphertext(), ctx, blob))
-        return out
+        """SEAL ``Ciphertext`` objects (loaded and validated by SEAL)."""
+        api = _sealapi()
+        state = self.context._seal()
+        scale = self.context.params.scale
+        return [state.load_ciphertext(api.Ciphertext(), self.data[c], scale) for c in range(len(self))]
 
     @classmethod
     def from_seal(cls, context: CkksPublicContext, ciphertexts: Sequence[Any]) -> CkksCiphertexts:
-        """Import SEAL ``Ciphertext`` objects (first data level, scale = the context's)."""
+        """Import SEAL ``Ciphertext`` objects (first data level, NTT form, the context's scale)."""
         p = context.params
+        state = context._seal()
         rows = []
         for ct in ciphertexts:
-            sc = seal_bridge.SealCiphertext.from_bytes(seal_bridge.save_seal_object(ct), moduli=p.data_primes)
-            if sc.data.shape[0] != 2 or sc.scale != p.scale:
-                raise MalformedMessageError("SEAL ciphertext: expected size 2 at the context's scale")
-            rows.append(seal_bridge.seal_ntt(sc.data, p.data_primes, inverse=True) if sc.is_ntt_form else sc.data)
+            sc = seal_bridge.SealCiphertext.from_bytes(seal_bridge.seal_scratch().save(ct), moduli=p.data_primes)
+            if sc.data.shape[0] != 2 or sc.scale != p.scale or not sc.is_ntt_form or sc.parms_id != state.parms_id:
+                raise MalformedMessageError("SEAL ciphertext: expected size 2, NTT form, first data level,"
+                                            " the context's scale")
+            rows.append(sc.data)
         return cls(context, np.stack(rows), 1)
 
 
 class CkksAccumulator:
-    """Server side: a running sum of ciphertext batches, modulo each prime, in place.
+    """Server side: a running sum of ciphertext batches, modulo each prime, in place -- SEAL's
+    ``Evaluator.add`` on the parsed residues (bit for bit, tested), without a SEAL round trip.
 
     Holds one batch worth of ciphertexts however many are added.
     """
@@ -1132,19 +1067,21 @@ _WORKER_CTX: CkksPublicContext | None = None
 def _worker_init(ctx_bytes: bytes) -> None:
     global _WORKER_CTX
     _WORKER_CTX = CkksPublicContext.from_bytes(ctx_bytes)
+    _WORKER_CTX._seal().encryptor()  # SEAL context, encoder and encryptor built once per worker
 
 
-def _worker_encrypt(values: np.ndarray, seed: bytes) -> bytes:
+def _worker_encrypt(values: np.ndarray) -> bytes:
     if _WORKER_CTX is None:  # pragma: no cover - initializer always runs first
         raise ConfigError("encryption worker has no context")
-    return _WORKER_CTX._encrypt_packed(values, seed)
+    return _WORKER_CTX._encrypt_packed(values)
 
 
 class CkksEncryptor:
-    """Encrypts and serializes vectors under a public context, optionally across a process
-    pool (``workers`` > 1; each worker loads the context once). :meth:`close` ends the pool.
+    """Encrypts and serializes vectors under a public context, optionally in ``workers``
+    processes: this one and ``workers - 1`` pool processes (spawned on first use, each loading
+    the public context and SEAL's objects once). :meth:`close` ends the pool.
 
-    Encryption is numpy code driven from Python; processes, not threads, run it in parallel.
+    SEAL's Python binding holds the GIL, so processes, not threads, run encryption in parallel.
     """
 
     def __init__(self, context: CkksPublicContext, workers: int = 1) -> None:
@@ -1159,7 +1096,7 @@ class CkksEncryptor:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+            self._pool = ProcessPoolExecutor(self.workers - 1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_worker_init, initargs=(self.context.to_bytes(),))
         return self._pool
 
@@ -1170,15 +1107,15 @@ class CkksEncryptor:
         count = p.ciphertexts_for(vals.size)
         head = _CT_HEAD.pack(self.context.context_id, count)
         if self.workers == 1 or count < 2 * self.workers:
-            return head + self.context._encrypt_packed(vals, None)
+            return self.context._encrypt_packed(vals, head)
         per = p.values_per_ciphertext
-        tasks = min(count, 2 * self.workers)
-        bounds = [count * t // tasks for t in range(tasks + 1)]
+        bounds = [count * t // self.workers for t in range(self.workers + 1)]
         pool = self._executor()
-        futures = [pool.submit(_worker_encrypt, vals[bounds[t] * per : bounds[t + 1] * per], fresh_seed())
-                   for t in range(tasks)]
-        # a slice shorter than its ciphertexts is zero-padded by the worker; sizes match by construction
-        return head + b"".join(f.result() for f in futures)
+        # every slice but the last is whole ciphertexts; the last is zero-padded by its worker
+        futures = [pool.submit(_worker_encrypt, vals[bounds[t] * per : bounds[t + 1] * per])
+                   for t in range(1, self.workers)]
+        first = self.context._encrypt_packed(vals[: bounds[1] * per], head)
+        return b"".join([first, *(f.result() for f in futures)])
 
     def close(self) -> None:
         if self._pool is not None:

@@ -26,7 +26,9 @@ Parsing is strict: any inconsistency raises :class:`~secfl.errors.MalformedMessa
 the caller passes the moduli, every coefficient must be below its prime (the check SEAL's own
 ``load`` performs). Secret keys never appear in ``repr``; writing one to SEAL goes through a
 private temporary directory (mode 0700, on ``/dev/shm`` when present) and the file is removed
-immediately.
+immediately. Objects without secrets (ciphertexts, public keys) take a faster path,
+:class:`SealScratch`: one reused scratch file per process and thread in that directory, and
+SEAL's zstd output decompressed straight into a caller's numpy buffer.
 
 This module only knows SEAL's formats and objects; CKKS itself lives in
 :mod:`secfl.crypto.ckks`.
@@ -42,6 +44,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +68,8 @@ __all__ = [
     "save_seal_object",
     "load_seal_object",
     "seal_ntt",
+    "SealScratch",
+    "seal_scratch",
 ]
 
 SEAL_MAGIC = 0xA15E
@@ -155,6 +160,21 @@ class _Zstd:
         if self.lib.ZSTD_isError(got) or got != n:
             raise MalformedMessageError(f"{what}: corrupt zstd data")
         return out.raw[:n]
+
+    def decompress_into(self, body: bytes, out: np.ndarray, what: str) -> int:
+        """Decompress ``body`` straight into ``out`` (a C-contiguous uint8 array); returns the
+        number of bytes written. Raises when the frame does not fit exactly."""
+        if self.lib is None:
+            raise MalformedMessageError(f"{what}: zstd-compressed SEAL data and no zstd library is available")
+        if out.dtype != np.uint8 or out.ndim != 1 or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ConfigError("decompress_into needs a writeable, C-contiguous 1-D uint8 array")
+        n = int(self.lib.ZSTD_findDecompressedSize(body, len(body)))
+        if n >= (1 << 64) - 2 or n > out.size:
+            raise MalformedMessageError(f"{what}: zstd frame of unknown size or larger than {out.size} bytes")
+        got = int(self.lib.ZSTD_decompress(out.ctypes.data, n, body, len(body)))
+        if self.lib.ZSTD_isError(got) or got != n:
+            raise MalformedMessageError(f"{what}: corrupt zstd data")
+        return n
 
 
 @functools.lru_cache(maxsize=1)
@@ -470,6 +490,84 @@ def load_seal_object(obj: Any, context: Any, data: bytes) -> Any:
         except (ValueError, RuntimeError, OSError) as exc:
             raise MalformedMessageError(f"SEAL refused to load {type(obj).__name__}: {exc}") from None
     return obj
+
+
+class SealScratch:
+    """Fast path for SEAL's path-only ``save`` / ``load`` of objects that hold **no secret**
+    (ciphertexts, public keys): one scratch file per process and thread, reused and overwritten
+    (on ``/dev/shm`` when present, inside the private 0700 directory). Keys and anything secret
+    go through :func:`save_seal_object` / :func:`load_seal_object`, whose files are removed at once.
+
+    Get the instance for the calling process and thread with :func:`seal_scratch`.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def save_body_into(self, obj: Any, out: np.ndarray, what: str = "SEAL object") -> int:
+        """``obj.save()`` (SEAL compresses with zstd), header checked, body decompressed straight
+        into ``out`` (C-contiguous uint8, at least the body's size); returns the body's size."""
+        obj.save(self.path)
+        raw = self._read()
+        head = SealHeader.parse(raw, what)
+        if head.size != len(raw):
+            raise MalformedMessageError(f"{what}: header says {head.size} bytes, got {len(raw)}")
+        if head.compr_mode == 2:
+            return _zstd().decompress_into(raw[HEADER_BYTES:], out, what)
+        _, body = _body(raw, what)
+        if len(body) > out.size:
+            raise MalformedMessageError(f"{what}: body of {len(body)} bytes, room for {out.size}")
+        out[: len(body)] = np.frombuffer(body, dtype=np.uint8)
+        return len(body)
+
+    def save(self, obj: Any) -> bytes:
+        """The bytes ``obj.save()`` writes."""
+        obj.save(self.path)
+        return self._read()
+
+    def _read(self) -> bytes:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size > MAX_OBJECT_BYTES:
+                raise MalformedMessageError(f"SEAL object of {size} bytes")
+            parts = [os.read(fd, size)]
+            while True:  # a regular file returns everything at once; be exact anyway
+                more = os.read(fd, 1 << 20)
+                if not more:
+                    break
+                parts.append(more)
+        finally:
+            os.close(fd)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def load(self, obj: Any, context: Any, data: bytes) -> Any:
+        """``obj.load(context, ...)`` from bytes; SEAL validates them. Raises
+        :class:`MalformedMessageError` when SEAL refuses the data."""
+        with open(self.path, "wb") as fh:
+            fh.write(data)
+        try:
+            obj.load(context, self.path)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise MalformedMessageError(f"SEAL refused to load {type(obj).__name__}: {exc}") from None
+        return obj
+
+
+_SCRATCH = threading.local()
+
+
+def seal_scratch() -> SealScratch:
+    """The calling process's and thread's :class:`SealScratch` (created on first use)."""
+    pid = os.getpid()
+    scratch = getattr(_SCRATCH, "scratch", None)
+    if scratch is None or _SCRATCH.pid != pid or not os.path.isdir(os.path.dirname(scratch.path)):
+        with _tmpfile() as probe:  # makes sure the private directory exists
+            directory = os.path.dirname(probe)
+        scratch = SealScratch(os.path.join(directory, f"scratch-{pid}-{threading.get_ident()}"))
+        _SCRATCH.scratch, _SCRATCH.pid = scratch, pid
+    return scratch
 
 
 @functools.lru_cache(maxsize=16)

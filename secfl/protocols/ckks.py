@@ -6,16 +6,19 @@ side, the server holding only public material. Parties: clients ``0..K-1``, the 
 keys and decrypts the aggregate (it stands for "any client": every client holds the same key).
 
 Rounds (spec: ``protocols/ckks.md``):
-  0. (once per key, in the first round's ``setup``) the key holder generates the keys, sends
-     ``CKKS_PUBLIC_CONTEXT`` (parameters + public key, no secret key, no relinearization or
-     Galois keys) to the server, and ``CKKS_SECRET_CONTEXT`` to every client the first time it
-     takes part (provisioning, over the clients' confidential channel).
+  0. (once per key, in the first round's ``setup``) the key holder generates the keys (SEAL's
+     ``KeyGenerator``), sends ``CKKS_PUBLIC_CONTEXT`` (parameters + public key, no secret key,
+     no relinearization or Galois keys) to the server, and ``CKKS_SECRET_CONTEXT`` to every
+     client the first time it takes part (provisioning, over the clients' confidential channel).
   1. Each client k computes a_k = n_k / max_weight (or n_k for quantized input), encrypts the
-     vector (a_k x_k, a_k) under the public key and sends ``CKKS_UPDATE`` to the server.
+     vector (a_k x_k, a_k) under the public key (SEAL's encoder and public-key ``Encryptor``) and
+     sends ``CKKS_UPDATE`` to the server.
   2. The server parses each upload strictly and adds it into one running aggregate
-     (coefficient-wise mod q); no upload is kept after it is folded in.
+     (residue-wise mod each prime: SEAL's ``Evaluator.add``); no upload is kept after it is
+     folded in.
   3. The server sends ``CKKS_AGGREGATE`` (ciphertexts + the list of included clients) to the key
-     holder, who decrypts (S_x, S_w) = (sum a_k x_k, sum a_k) and reveals the mean S_x / S_w.
+     holder, who decrypts (SEAL's ``Decryptor``) (S_x, S_w) = (sum a_k x_k, sum a_k) and reveals
+     the mean S_x / S_w.
 
 Security: the server sees only ciphertexts under a key it does not have (IND-CPA under RLWE at
 the preset's security level); no individual update or weight is visible to it. Every client
@@ -88,7 +91,8 @@ class CkksOptions:
     overriding the preset; ``scale_bits``: override just the scale.
     ``clip_range``: clients' values must lie within +-clip_range (the overflow check uses it).
     ``max_weight``: public bound on a client's weight n_k; a larger weight is refused.
-    ``input``: :class:`InputKind`. ``workers``: encryption processes per client (1: none).
+    ``input``: :class:`InputKind`. ``workers``: encryption processes per client, this one included
+    (1: no pool; n: n - 1 pool processes, each loading the public context once).
     """
 
     preset: CkksPreset = CkksPreset.COMPACT

@@ -240,7 +240,8 @@ class Experiment:
             if self.update_hook is not None:
                 update = self.update_hook(rnd, c, update)
             if cfg.clip > 0:
-                update, _ = clip_l2(update, cfg.clip)
+                # clip in float64: a float32 vector scaled to norm C can land a rounding error above C
+                update, _ = clip_l2(np.asarray(update, dtype=np.float64), cfg.clip)
             weight = float(res.num_examples)
             t = time.perf_counter()
             privacy = self._privacy
