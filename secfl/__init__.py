@@ -40,7 +40,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The experiment runner pulls in torch; import it only when asked for.
     if name in ("Experiment", "ExperimentConfig"):
-        from secfl.runtime import simulator, config
+        from secfl.runtime import config, simulator
 
         return {"Experiment": simulator.Experiment, "ExperimentConfig": config.ExperimentConfig}[name]
     raise AttributeError(f"module 'secfl' has no attribute {name!r}")

@@ -9,7 +9,7 @@ import pytest
 
 from secfl.cli import main
 from secfl.fl.codec import ModelCodec
-from secfl.fl.data import DataConfig, load_dataset
+from secfl.fl.data import load_dataset
 from secfl.fl.models import build_model
 from secfl.fl.partition import partition
 from secfl.runtime.config import ExperimentConfig
@@ -135,7 +135,8 @@ def test_cli_compare_and_info(tmp_path, capsys):
 @pytest.mark.parametrize("protocol", ["ckks", "ckks-threshold", "additive", "secagg"])
 def test_cli_run_secure_protocol_end_to_end(tmp_path, protocol):
     """`secfl run --protocol P` trains as well as plaintext (same seed), with real bytes."""
-    common = ["--dataset", "synthetic", "--clients", "4", "--rounds", "3", "--quiet", "--set", "data.synthetic_samples=300"]
+    common = ["--dataset", "synthetic", "--clients", "4", "--rounds", "3", "--quiet",
+              "--set", "data.synthetic_samples=300"]
     assert main(["run", "--protocol", "plaintext", "--out", str(tmp_path / "plain"), *common]) == 0
     assert main(["run", "--protocol", protocol, "--out", str(tmp_path / protocol), *common]) == 0
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import secfl
-from secfl.errors import ConfigError, DuplicateSenderError, InvalidUpdateError, MalformedMessageError, ProtocolAbort, ReplayError
+from secfl.errors import (
+    ConfigError,
+    DuplicateSenderError,
+    InvalidUpdateError,
+    MalformedMessageError,
+    ProtocolAbort,
+    ReplayError,
+)
 from secfl.protocols import RoundSpec, make_protocol
 from secfl.protocols.base import Upload
 from secfl.protocols.network import Network, server_id

@@ -88,7 +88,8 @@ def test_random_bytes_never_parse_by_accident(blob):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.lists(st.floats(allow_nan=False, width=32), max_size=50))
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+       st.lists(st.floats(allow_nan=False, width=32), max_size=50))
 def test_frame_round_trip_property(rnd, sender, values):
     vec = np.asarray(values, dtype=np.float32)
     msg = PlainUpdate(rnd, sender, 2.0, vec)

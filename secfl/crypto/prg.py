@@ -89,7 +89,7 @@ class Prg:
         width = np.dtype(dtype).itemsize
         buf = np.empty(n * width, dtype=np.uint8)
         if n:  # keystream straight into the result: no zero-filled input or output allocation
-            self._cipher.encrypt(_zeros(n * width), output=memoryview(buf))
+            self._cipher.encrypt(_zeros(n * width), output=memoryview(buf))  # type: ignore[arg-type]
         return buf.view(np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
 
     def uint8(self, n: int) -> np.ndarray:

@@ -37,7 +37,9 @@ class ModelBroadcast(Message):
         return cls(round, sender, vec)
 
 
-def sample_clients(num_clients: int, fraction: float, dropout: float, seed: int, rnd: int) -> tuple[list[int], set[int]]:
+def sample_clients(
+    num_clients: int, fraction: float, dropout: float, seed: int, rnd: int
+) -> tuple[list[int], set[int]]:
     """Clients sampled for round ``rnd`` (sorted) and the subset that will drop out.
 
     ``max(1, round(fraction · K))`` clients without replacement; each sampled client goes
@@ -52,7 +54,7 @@ def sample_clients(num_clients: int, fraction: float, dropout: float, seed: int,
         flags = rng.random(m) < dropout
         if flags.all():
             flags[rng.integers(m)] = False
-        silent = {c for c, f in zip(chosen, flags) if f}
+        silent = {c for c, f in zip(chosen, flags, strict=True) if f}
     return chosen, silent
 
 

@@ -12,7 +12,10 @@ from typing import Any
 from secfl.errors import ConfigError
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, build_options
 
-__all__ = ["Protocol", "ProtocolRound", "Revealed", "RoundSpec", "Upload", "PROTOCOLS", "get_protocol", "make_protocol", "available"]
+__all__ = [
+    "Protocol", "ProtocolRound", "Revealed", "RoundSpec", "Upload",
+    "PROTOCOLS", "get_protocol", "make_protocol", "available",
+]
 
 #: stable name -> "module:Class"
 PROTOCOLS: dict[str, str] = {

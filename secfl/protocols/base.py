@@ -133,7 +133,9 @@ class Protocol(ABC):
     def __init__(self, options: Any = None) -> None:
         self.options = self.Options() if options is None else options
         if not isinstance(self.options, self.Options):
-            raise ConfigError(f"{self.name}: options must be {self.Options.__name__}, got {type(self.options).__name__}")
+            raise ConfigError(
+                f"{self.name}: options must be {self.Options.__name__}, got {type(self.options).__name__}"
+            )
 
     @abstractmethod
     def open_round(self, spec: RoundSpec, net: Network) -> ProtocolRound:

@@ -119,7 +119,9 @@ class Frame:
             raise MalformedMessageError(f"a message must be bytes, got {type(data).__name__}")
         data = bytes(data) if not isinstance(data, bytes) else data
         if len(data) < OVERHEAD_BYTES:
-            raise MalformedMessageError(f"message truncated: {len(data)} bytes, a frame needs at least {OVERHEAD_BYTES}")
+            raise MalformedMessageError(
+                f"message truncated: {len(data)} bytes, a frame needs at least {OVERHEAD_BYTES}"
+            )
         magic, version, tag, rnd, sender, length = _HEADER.unpack_from(data, 0)
         if magic != MAGIC:
             raise MalformedMessageError(f"bad magic {magic!r}: not a secfl message")

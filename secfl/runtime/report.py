@@ -84,7 +84,7 @@ def write_comparison(results: Mapping[str, ExperimentResult], out: Path) -> list
                        ("seconds_aggregate", "aggregate"), ("seconds_reveal", "reveal")):
         vals = [r[key] for r in rows]
         axes[2].bar(names, vals, bottom=bottom, label=label)
-        bottom = [b + v for b, v in zip(bottom, vals)]
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     axes[2].set(ylabel="seconds per round", title="Time per phase (median round)")
     axes[2].legend()
     for ax in axes[1:]:
@@ -112,10 +112,11 @@ def write_epsilon_sweep(sweep: Mapping[str, Mapping[float | None, ExperimentResu
     md = out / "epsilon.md"
     lines = ["| protocol | ε target | ε reported | δ | mode | final acc |", "|---|---|---|---|---|---|"]
     for r in rows:
-        eps = "∞" if r["epsilon_target"] is None else f"{r['epsilon_target']:g}"
+        eps_txt = "∞" if r["epsilon_target"] is None else f"{r['epsilon_target']:g}"
         rep = "∞" if r["epsilon_reported"] is None else f"{r['epsilon_reported']:.3f}"
         delta = "–" if r["delta"] is None else f"{r['delta']:g}"
-        lines.append(f"| {r['protocol']} | {eps} | {rep} | {delta} | {r['mode'] or '–'} | {r['final_accuracy']:.4f} |")
+        mode = r["mode"] or "–"
+        lines.append(f"| {r['protocol']} | {eps_txt} | {rep} | {delta} | {mode} | {r['final_accuracy']:.4f} |")
     md.write_text("\n".join(lines) + "\n")
     js = out / "epsilon.json"
     js.write_text(json.dumps(rows, indent=2) + "\n")

@@ -144,7 +144,7 @@ class Experiment:
                                               dim=codec.dim, integer_protocol=integer,
                                               modulus_bits=getattr(protocol, "modulus_bits", None))
             if integer:
-                protocol = protocol.with_dp(self._privacy.mechanism)
+                protocol = protocol.with_dp(self._privacy.mechanism)  # type: ignore[attr-defined]
         sizes = [int(p.size) for p in parts]
         log.info("secfl %s: %s, %s/%s, %d clients (sizes %d..%d), dim %d, device %s",
                  __version__, cfg.protocol, data.name, cfg.model.value, cfg.clients, min(sizes), max(sizes),
@@ -172,7 +172,7 @@ class Experiment:
                 if pool is not None:
                     results = list(pool.map(_train_one, chosen, [received[c] for c in chosen], seeds))
                 else:
-                    results = [_train_one(c, received[c], s) for c, s in zip(chosen, seeds)]
+                    results = [_train_one(c, received[c], s) for c, s in zip(chosen, seeds, strict=True)]
                 t_train = time.perf_counter() - t
                 # 3. protocol round
                 record = self._protocol_round(protocol, net, rnd, chosen, silent, results, seed_bytes, codec.dim)
@@ -233,7 +233,7 @@ class Experiment:
         prot_round = protocol.open_round(spec, net)
         prot_round.setup()
         seconds["setup"] = time.perf_counter() - t
-        for c, res in zip(chosen, results):
+        for c, res in zip(chosen, results, strict=True):
             if c in silent:
                 continue
             update = res.update
