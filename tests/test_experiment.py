@@ -142,6 +142,7 @@ def test_cli_run_secure_protocol_end_to_end(tmp_path, protocol):
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())
     sec = json.loads((tmp_path / protocol / "results.json").read_text())
     assert sec["config"]["protocol"] == protocol
-    assert abs(sec["final"]["accuracy"] - plain["final"]["accuracy"]) <= 0.02
+    # fresh encryption/flooding noise each run can flip a borderline test example: allow 3 of 60
+    assert abs(sec["final"]["accuracy"] - plain["final"]["accuracy"]) <= 3 / 60 + 1e-9
     assert all(r["dropped"] == [] for r in sec["rounds"])
     assert sec["rounds"][0]["bytes_up_per_client"] > plain["rounds"][0]["bytes_up_per_client"]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,28 @@ __all__ = [
 #: Party id of the key holder.
 KEY_HOLDER = member_id(0)
 _MAX_BLOB = 1 << 34
+
+
+def weighted_slots(update: np.ndarray, weight: float, dim: int, opt: Any, who: str) -> np.ndarray:
+    """The ``dim + 1`` reals a client encrypts: ``a·x`` and ``a`` in the spare last slot.
+
+    ``a = n / max_weight`` for float input, ``a = n`` for quantized input (integers checked).
+    ``opt`` carries ``clip_range``, ``max_weight`` and ``input`` (ckks and ckks-threshold share this).
+    """
+    vec = check_update(update, dim, max_abs=opt.clip_range, who=f"{who} update")
+    w = check_weight(weight, who=f"{who} weight", max_weight=opt.max_weight)
+    values = np.empty(dim + 1, dtype=np.float64)
+    if opt.input is InputKind.QUANTIZED:
+        if not float(w).is_integer():
+            raise InvalidUpdateError(f"{who} weight: quantized input needs an integer weight, got {w}")
+        if vec.dtype.kind == "f" and not bool(np.all(vec == np.rint(vec))):
+            raise InvalidUpdateError(f"{who} update: quantized input must be integer-valued")
+        a = w
+    else:
+        a = w / float(opt.max_weight)
+    np.multiply(vec, a, out=values[:-1], casting="unsafe")
+    values[-1] = a
+    return values
 
 
 class InputKind(str, Enum):
@@ -266,20 +289,7 @@ class _CkksRound(ProtocolRound):
         if self._acc is None:
             raise ProtocolAbort(f"round {self.spec.round}: setup() must run before protect()")
         encryptor = self._proto._client_encryptor(client)
-        who = f"client {client}"
-        vec = check_update(update, self.spec.dim, max_abs=self._opt.clip_range, who=f"{who} update")
-        w = check_weight(weight, who=f"{who} weight", max_weight=self._opt.max_weight)
-        values = np.empty(self.spec.dim + 1, dtype=np.float64)
-        if self._opt.input is InputKind.QUANTIZED:
-            if not float(w).is_integer():
-                raise InvalidUpdateError(f"{who} weight: quantized input needs an integer weight, got {w}")
-            if vec.dtype.kind == "f" and not bool(np.all(vec == np.rint(vec))):
-                raise InvalidUpdateError(f"{who} update: quantized input must be integer-valued")
-            a = w
-        else:
-            a = w / float(self._opt.max_weight)
-        np.multiply(vec, a, out=values[:-1], casting="unsafe")
-        values[-1] = a
+        values = weighted_slots(update, weight, self.spec.dim, self._opt, f"client {client}")
         msg = CkksUpdate(self.spec.round, client, encryptor.encrypt_to_bytes(values))
         return Upload(((self._server, msg.to_bytes()),))
 

@@ -48,7 +48,6 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -76,12 +75,12 @@ from secfl.errors import (
     DecryptionRefusedError,
     DuplicateSenderError,
     InsufficientQuorumError,
-    InvalidUpdateError,
     MalformedMessageError,
     ProtocolAbort,
     SecFLError,
 )
-from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, check_update, check_weight
+from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload
+from secfl.protocols.ckks import InputKind, weighted_slots
 from secfl.protocols.network import Network, member_id, server_id
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 
@@ -109,15 +108,6 @@ _MAX_BLOB = 1 << 34
 _DIGEST = 32
 _KEY_ID = 16
 _SHARE_LABEL = "secfl/ckks-threshold/shamir"
-
-
-class InputKind(str, Enum):
-    """FLOAT: real updates within ±clip_range, weights a_k = n_k / max_weight. QUANTIZED: integer
-    updates and integer weights; the decrypted sums are rounded, exact while the error bound
-    (flooding included) is below 1/2 (checked when a round opens)."""
-
-    FLOAT = "float"
-    QUANTIZED = "quantized"
 
 
 @dataclass(frozen=True)
@@ -723,20 +713,7 @@ class _ThresholdRound(ProtocolRound):
         if self._acc is None:
             raise ProtocolAbort(f"round {self.spec.round}: setup() must run before protect()")
         key = self._proto.client_key(client)
-        who = f"client {client}"
-        vec = check_update(update, self.spec.dim, max_abs=self._opt.clip_range, who=f"{who} update")
-        w = check_weight(weight, who=f"{who} weight", max_weight=self._opt.max_weight)
-        values = np.empty(self.spec.dim + 1, dtype=np.float64)
-        if self._opt.input is InputKind.QUANTIZED:
-            if not float(w).is_integer():
-                raise InvalidUpdateError(f"{who} weight: quantized input needs an integer weight, got {w}")
-            if vec.dtype.kind == "f" and not bool(np.all(vec == np.rint(vec))):
-                raise InvalidUpdateError(f"{who} update: quantized input must be integer-valued")
-            a = w
-        else:
-            a = w / float(self._opt.max_weight)
-        np.multiply(vec, a, out=values[:-1], casting="unsafe")
-        values[-1] = a
+        values = weighted_slots(update, weight, self.spec.dim, self._opt, f"client {client}")
         cts = key.encrypt(values)
         msg = ThrUpdate(self.spec.round, client, key.key_id, cts.shape[0], pack_polys(cts, key.params.data_primes))
         return Upload(((self._server, msg.to_bytes()),))
