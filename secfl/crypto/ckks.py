@@ -114,8 +114,42 @@ _PRESETS: dict[CkksPreset, tuple[int, tuple[int, ...], int, bool]] = {
 }
 
 
+class SlotGeometry:
+    """What a CKKS parameter set implies for packing and security (shared by ``ckks`` and
+    ``ckks-threshold`` parameter sets, which provide the four attributes below)."""
+
+    poly_degree: int
+    scale_bits: int
+    complex_packing: bool
+
+    @property
+    def total_bits(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def security_level(self) -> int:
+        """The highest of 128/192/256 bits whose HE-standard bound this set meets."""
+        return max(lvl for lvl, table in HE_STD_MAX_BITS.items() if self.total_bits <= table[self.poly_degree])
+
+    @property
+    def scale(self) -> float:
+        return math.ldexp(1.0, self.scale_bits)
+
+    @property
+    def slots(self) -> int:
+        return self.poly_degree // 2
+
+    @property
+    def values_per_ciphertext(self) -> int:
+        return self.poly_degree if self.complex_packing else self.poly_degree // 2
+
+    def ciphertexts_for(self, n_values: int) -> int:
+        """How many ciphertexts ``n_values`` reals need."""
+        return max(1, -(-int(n_values) // self.values_per_ciphertext))
+
+
 @dataclass(frozen=True)
-class CkksParams:
+class CkksParams(SlotGeometry):
     """A CKKS parameter set, validated on construction.
 
     ``coeff_bits`` are SEAL's coefficient-modulus prime sizes: with one prime, ciphertexts live
@@ -201,27 +235,6 @@ class CkksParams:
     def total_bits(self) -> int:
         """Total bit count of all primes (what the security standard bounds)."""
         return sum(q.bit_length() for q in self.primes)
-
-    @property
-    def security_level(self) -> int:
-        """The highest of 128/192/256 bits whose HE-standard bound this set meets."""
-        return max(lvl for lvl, table in HE_STD_MAX_BITS.items() if self.total_bits <= table[self.poly_degree])
-
-    @property
-    def scale(self) -> float:
-        return math.ldexp(1.0, self.scale_bits)
-
-    @property
-    def slots(self) -> int:
-        return self.poly_degree // 2
-
-    @property
-    def values_per_ciphertext(self) -> int:
-        return self.poly_degree if self.complex_packing else self.poly_degree // 2
-
-    def ciphertexts_for(self, n_values: int) -> int:
-        """How many ciphertexts ``n_values`` reals need."""
-        return max(1, -(-int(n_values) // self.values_per_ciphertext))
 
     @property
     def ciphertext_bytes(self) -> int:

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from secfl.crypto import seal_bridge
+from secfl.crypto.ckks import SlotGeometry
 from secfl.crypto.modarith import (
     MulConst,
     addmod,
@@ -132,7 +133,7 @@ def _max_bits(n: int, level: int) -> int:
 
 
 @dataclass(frozen=True)
-class ThresholdParams:
+class ThresholdParams(SlotGeometry):
     """A threshold-CKKS parameter set, validated on construction.
 
     ``coeff_bits``: SEAL's prime sizes; the last is the special prime (at least two primes: the
@@ -227,26 +228,6 @@ class ThresholdParams:
     @property
     def total_bits(self) -> int:
         return sum(q.bit_length() for q in self.primes)
-
-    @property
-    def security_level(self) -> int:
-        """The highest of 128/192/256 bits whose HE-standard bound this set meets."""
-        return max(lvl for lvl in (128, 192, 256) if self.total_bits <= _max_bits(self.poly_degree, lvl))
-
-    @property
-    def scale(self) -> float:
-        return math.ldexp(1.0, self.scale_bits)
-
-    @property
-    def slots(self) -> int:
-        return self.poly_degree // 2
-
-    @property
-    def values_per_ciphertext(self) -> int:
-        return self.poly_degree if self.complex_packing else self.poly_degree // 2
-
-    def ciphertexts_for(self, n_values: int) -> int:
-        return max(1, -(-int(n_values) // self.values_per_ciphertext))
 
     @property
     def ciphertext_bytes(self) -> int:
