@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from secfl.crypto.prg import derive_seed
-from secfl.errors import ConfigError, SecFLError
+from secfl.errors import ConfigError
 from secfl.protocols import RoundSpec, make_protocol
+from secfl.protocols.base import upload_one
 from secfl.protocols.network import Network
 
 __all__ = ["SecureMeanResult", "secure_mean"]
@@ -86,21 +87,9 @@ def secure_mean(
         for c in range(n):
             if c in dropped_set:
                 continue
-            t = time.perf_counter()
-            try:
-                upload = rnd.protect(c, vectors[c], float(w[c]))
-            except SecFLError as exc:
-                dropped[c] = f"{type(exc).__name__}: {exc}"
-                continue
-            finally:
-                seconds["protect"] += time.perf_counter() - t
-            t = time.perf_counter()
-            try:
-                rnd.receive(c, upload)
-            except SecFLError as exc:
-                dropped[c] = f"{type(exc).__name__}: {exc}"
-            finally:
-                seconds["aggregate"] += time.perf_counter() - t
+            failed = upload_one(rnd, c, vectors[c], float(w[c]), seconds)
+            if failed is not None:
+                dropped[c] = failed[1]
         t = time.perf_counter()
         revealed = rnd.reveal()
         seconds["reveal"] = time.perf_counter() - t

@@ -21,6 +21,7 @@ counts bytes, so every protocol is measured the same way.
 from __future__ import annotations
 
 import dataclasses
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
     "check_update",
     "check_weight",
     "build_options",
+    "upload_one",
 ]
 
 
@@ -143,6 +145,33 @@ class Protocol(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release resources (process pools)."""
+
+
+def upload_one(rnd: ProtocolRound, client: int, update: np.ndarray, weight: float,
+               seconds: dict[str, float]) -> tuple[str, str] | None:
+    """One client's turn: ``protect`` (client side) then ``receive`` (server side).
+
+    Adds wall seconds to ``seconds["protect"]`` and ``seconds["aggregate"]``. Returns ``None`` when
+    the upload was accepted, else ``(side, reason)`` with side ``"client"`` (the client refused to
+    protect, e.g. NaN) or ``"server"`` (the server rejected the bytes): the client is dropped.
+    """
+    from secfl.errors import SecFLError
+
+    t = time.perf_counter()
+    try:
+        upload = rnd.protect(client, update, weight)
+    except SecFLError as exc:
+        return "client", f"{type(exc).__name__}: {exc}"
+    finally:
+        seconds["protect"] += time.perf_counter() - t
+    t = time.perf_counter()
+    try:
+        rnd.receive(client, upload)
+    except SecFLError as exc:
+        return "server", f"{type(exc).__name__}: {exc}"
+    finally:
+        seconds["aggregate"] += time.perf_counter() - t
+    return None
 
 
 def build_options(cls: type[Any], name: str, values: Mapping[str, Any]) -> Any:

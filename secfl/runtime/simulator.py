@@ -32,7 +32,7 @@ from torch import nn
 from secfl._version import __version__
 from secfl.crypto.prg import derive_seed
 from secfl.dp.clipping import clip_l2
-from secfl.errors import ConfigError, ProtocolAbort, SecFLError
+from secfl.errors import ConfigError, ProtocolAbort
 from secfl.fl.codec import ModelCodec
 from secfl.fl.data import Dataset, load_dataset
 from secfl.fl.fedavg import ModelBroadcast, apply_mean, sample_clients
@@ -40,6 +40,7 @@ from secfl.fl.models import build_model
 from secfl.fl.partition import partition
 from secfl.fl.training import LocalResult, evaluate, local_train, select_device
 from secfl.protocols import RoundSpec, get_protocol, make_protocol
+from secfl.protocols.base import upload_one
 from secfl.protocols.network import Network, server_id
 from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.privacy import RunPrivacy
@@ -243,28 +244,18 @@ class Experiment:
                 # clip in float64: a float32 vector scaled to norm C can land a rounding error above C
                 update, _ = clip_l2(np.asarray(update, dtype=np.float64), cfg.clip)
             weight = float(res.num_examples)
-            t = time.perf_counter()
             privacy = self._privacy
             if privacy is not None:
                 weight = 1.0  # under DP each clipped update counts once (sensitivity C)
                 if privacy.distributed and not privacy.integer:
+                    t = time.perf_counter()  # the client's own noise share: client-side work
                     update = update.astype(np.float64) + privacy.client_noise(update.size)
-            try:
-                upload = prot_round.protect(c, update, weight)
-            except SecFLError as exc:
-                dropped[c] = f"{type(exc).__name__}: {exc}"
-                log.warning("round %d: client %d dropped: %s", rnd + 1, c, dropped[c])
-                continue
-            finally:
-                seconds["protect"] += time.perf_counter() - t
-            t = time.perf_counter()
-            try:
-                prot_round.receive(c, upload)
-            except SecFLError as exc:
-                dropped[c] = f"{type(exc).__name__}: {exc}"
-                log.warning("round %d: server rejected client %d: %s", rnd + 1, c, dropped[c])
-            finally:
-                seconds["aggregate"] += time.perf_counter() - t
+                    seconds["protect"] += time.perf_counter() - t
+            failed = upload_one(prot_round, c, update, weight, seconds)
+            if failed is not None:
+                side, dropped[c] = failed
+                what = "client %d dropped" if side == "client" else "server rejected client %d"
+                log.warning("round %d: " + what + ": %s", rnd + 1, c, dropped[c])
         t = time.perf_counter()
         revealed = None
         try:
