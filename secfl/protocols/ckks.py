@@ -91,6 +91,24 @@ def weighted_slots(update: np.ndarray, weight: float, dim: int, opt: Any, who: s
     return values
 
 
+def mean_from_slots(values: np.ndarray, bound: float, opt: Any, rnd: int) -> tuple[np.ndarray, float, float]:
+    """Inverse of :func:`weighted_slots` on a decrypted sum: ``(mean, total weight, error bound)``.
+
+    ``bound``: the per-slot error bound of the decrypted sums (0 after rounding quantized input).
+    """
+    sums, total = values[:-1], float(values[-1])
+    if opt.input is InputKind.QUANTIZED:
+        sums, total = np.rint(sums), float(np.rint(total))
+        bound = 0.0
+    if total <= bound:
+        raise ProtocolAbort(f"round {rnd}: decrypted total weight {total:.3g} is not positive")
+    mean = sums / total
+    peak = float(np.max(np.abs(mean))) if mean.size else 0.0
+    error = (bound + peak * bound) / (total - bound)
+    weight = total * float(opt.max_weight) if opt.input is InputKind.FLOAT else total
+    return mean, weight, error
+
+
 class InputKind(str, Enum):
     """What clients feed in.
 
@@ -329,17 +347,8 @@ class _CkksRound(ProtocolRound):
             raise MalformedMessageError("CKKS_AGGREGATE names clients that are not participants of this round")
         cts = holder.public().ciphertexts_from_bytes(msg.ciphertexts, expect_count=self._count)
         values = holder.decrypt(cts, self.spec.dim + 1)
-        sums, total = values[:-1], float(values[-1])
         bound = self._params.sum_error_bound(len(included), self._max_abs)
-        if self._opt.input is InputKind.QUANTIZED:
-            sums, total = np.rint(sums), float(np.rint(total))
-            bound = 0.0
-        if total <= bound:
-            raise ProtocolAbort(f"round {self.spec.round}: decrypted total weight {total:.3g} is not positive")
-        mean = sums / total
-        peak = float(np.max(np.abs(mean))) if mean.size else 0.0
-        self.error_bound = (bound + peak * bound) / (total - bound)
-        weight = total * float(self._opt.max_weight) if self._opt.input is InputKind.FLOAT else total
+        mean, weight, self.error_bound = mean_from_slots(values, bound, self._opt, self.spec.round)
         dropped = tuple(sorted(self._participants - set(included)))
         return Revealed(mean, weight, included, dropped)
 

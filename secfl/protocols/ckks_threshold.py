@@ -80,7 +80,7 @@ from secfl.errors import (
     SecFLError,
 )
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload
-from secfl.protocols.ckks import InputKind, weighted_slots
+from secfl.protocols.ckks import InputKind, mean_from_slots, weighted_slots
 from secfl.protocols.network import Network, member_id, server_id
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 
@@ -816,17 +816,8 @@ class _ThresholdRound(ProtocolRound):
         plain = combine(self._acc[:, 0], [partials[j] for j in active], p)
         values = key.decode(plain, self.spec.dim + 1)
         self.timings["combine"] = time.perf_counter() - t0
-        sums, total = values[:-1], float(values[-1])
         bound = p.sum_error_bound(len(self.spec.clients), proto.key_members, t, self._max_abs)
-        if self._opt.input is InputKind.QUANTIZED:
-            sums, total = np.rint(sums), float(np.rint(total))
-            bound = 0.0
-        if total <= bound:
-            raise ProtocolAbort(f"round {rnd}: decrypted total weight {total:.3g} is not positive")
-        mean = sums / total
-        peak = float(np.max(np.abs(mean))) if mean.size else 0.0
-        self.error_bound = (bound + peak * bound) / (total - bound)
-        weight = total * float(self._opt.max_weight) if self._opt.input is InputKind.FLOAT else total
+        mean, weight, self.error_bound = mean_from_slots(values, bound, self._opt, rnd)
         dropped = tuple(sorted(self._participants - set(included)))
         return Revealed(mean, weight, included, dropped)
 
