@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -112,6 +112,28 @@ _PRESETS: dict[CkksPreset, tuple[int, tuple[int, ...], int, bool]] = {
     CkksPreset.WIDE: (4096, (60,), 40, True),
     CkksPreset.NVFLARE: (8192, (60, 40, 40), 40, False),
 }
+
+
+def largest_accepted(check: Callable[[int], None], cap: int) -> int:
+    """The largest ``k`` in [0, cap] for which ``check(k)`` raises no InsecureParametersError
+    (``check`` must be monotone: accepted up to some k, refused above)."""
+    lo, hi = 0, 1
+    while hi < cap:
+        try:
+            check(hi)
+        except InsecureParametersError:
+            break
+        lo, hi = hi, hi * 2
+    else:
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            check(mid)
+            lo = mid
+        except InsecureParametersError:
+            hi = mid
+    return lo
 
 
 class SlotGeometry:
@@ -329,23 +351,7 @@ class CkksParams(SlotGeometry):
 
     def max_clients(self, max_abs: float) -> int:
         """The largest number of clients :meth:`check_overflow` accepts for ``max_abs``."""
-        lo, hi = 0, 1
-        while hi < 1 << 62:
-            try:
-                self.check_overflow(hi, max_abs)
-            except InsecureParametersError:
-                break
-            lo, hi = hi, hi * 2
-        else:
-            return hi
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            try:
-                self.check_overflow(mid, max_abs)
-                lo = mid
-            except InsecureParametersError:
-                hi = mid
-        return lo
+        return largest_accepted(lambda k: self.check_overflow(k, max_abs), 1 << 62)
 
     def describe(self) -> str:
         bits = "+".join(str(b) for b in self.coeff_bits)

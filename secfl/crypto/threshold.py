@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from secfl.crypto import seal_bridge
-from secfl.crypto.ckks import SlotGeometry
+from secfl.crypto.ckks import SlotGeometry, largest_accepted
 from secfl.crypto.modarith import (
     MulConst,
     addmod,
@@ -317,23 +317,7 @@ class ThresholdParams(SlotGeometry):
 
     def max_clients(self, members: int, active: int, max_abs: float) -> int:
         """The largest number of clients :meth:`check_overflow` accepts."""
-        lo, hi = 0, 1
-        while hi < 1 << 40:
-            try:
-                self.check_overflow(hi, members, active, max_abs)
-            except InsecureParametersError:
-                break
-            lo, hi = hi, hi * 2
-        else:
-            return hi
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            try:
-                self.check_overflow(mid, members, active, max_abs)
-                lo = mid
-            except InsecureParametersError:
-                hi = mid
-        return lo
+        return largest_accepted(lambda k: self.check_overflow(k, members, active, max_abs), 1 << 40)
 
     def describe(self) -> str:
         bits = "+".join(str(b) for b in self.coeff_bits)

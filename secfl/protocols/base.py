@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from secfl.errors import ConfigError, InvalidUpdateError
+from secfl.errors import ConfigError, DuplicateSenderError, InvalidUpdateError, MalformedMessageError
 from secfl.protocols.network import Network
 
 __all__ = [
@@ -107,6 +107,18 @@ class ProtocolRound(ABC):
     def deliver(self, client: int, upload: Upload) -> list[tuple[int, bytes]]:
         """Move every part of ``upload`` through the network; returns (recipient, bytes) pairs."""
         return [(to, self.net.send(client, to, data)) for to, data in upload.parts]
+
+    def single_message(self, client: int, upload: Upload, accepted: set[int], server: int) -> bytes:
+        """Server-side intake of a one-message upload: the client is a participant, has not
+        contributed yet, and sent exactly one message to ``server``; returns its bytes."""
+        if client not in self.spec.clients:
+            raise MalformedMessageError(f"client {client} is not a participant of round {self.spec.round}")
+        if client in accepted:
+            raise DuplicateSenderError(f"client {client} already contributed to round {self.spec.round}")
+        parts = self.deliver(client, upload)
+        if len(parts) != 1 or parts[0][0] != server:
+            raise MalformedMessageError(f"client {client}: expected exactly one message to the server")
+        return parts[0][1]
 
     def setup(self) -> None:  # noqa: B027 - optional step
         """Pre-upload message exchange; the default protocol needs none."""

@@ -48,7 +48,7 @@ from secfl.crypto.ckks import (
     CkksPublicContext,
     CkksSecretContext,
 )
-from secfl.errors import ConfigError, DuplicateSenderError, InvalidUpdateError, MalformedMessageError, ProtocolAbort
+from secfl.errors import ConfigError, InvalidUpdateError, MalformedMessageError, ProtocolAbort
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, check_update, check_weight
 from secfl.protocols.network import Network, member_id, server_id
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
@@ -316,14 +316,8 @@ class _CkksRound(ProtocolRound):
     def receive(self, client: int, upload: Upload) -> None:
         if self._acc is None:
             raise ProtocolAbort(f"round {self.spec.round}: setup() must run before receive()")
-        if client not in self._participants:
-            raise MalformedMessageError(f"client {client} is not a participant of round {self.spec.round}")
-        if client in self._accepted:
-            raise DuplicateSenderError(f"client {client} already contributed to round {self.spec.round}")
-        parts = self.deliver(client, upload)
-        if len(parts) != 1 or parts[0][0] != self._server:
-            raise MalformedMessageError(f"client {client}: expected exactly one message to the server")
-        msg = CkksUpdate.from_bytes(parts[0][1], expect_round=self.spec.round, expect_sender=client)
+        data = self.single_message(client, upload, self._accepted, self._server)
+        msg = CkksUpdate.from_bytes(data, expect_round=self.spec.round, expect_sender=client)
         batch = self._acc.context.ciphertexts_from_bytes(msg.ciphertexts, expect_count=self._count)
         self._acc.add(batch)  # only after the whole upload parsed: atomic
         self._accepted.add(client)

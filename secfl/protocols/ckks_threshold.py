@@ -73,7 +73,6 @@ from secfl.crypto.threshold import (
 from secfl.errors import (
     ConfigError,
     DecryptionRefusedError,
-    DuplicateSenderError,
     InsufficientQuorumError,
     MalformedMessageError,
     ProtocolAbort,
@@ -723,14 +722,8 @@ class _ThresholdRound(ProtocolRound):
     def receive(self, client: int, upload: Upload) -> None:
         if self._acc is None or self._key is None:
             raise ProtocolAbort(f"round {self.spec.round}: setup() must run before receive()")
-        if client not in self._participants:
-            raise MalformedMessageError(f"client {client} is not a participant of round {self.spec.round}")
-        if client in self._accepted:
-            raise DuplicateSenderError(f"client {client} already contributed to round {self.spec.round}")
-        parts = self.deliver(client, upload)
-        if len(parts) != 1 or parts[0][0] != self._server:
-            raise MalformedMessageError(f"client {client}: expected exactly one message to the server")
-        msg = ThrUpdate.from_bytes(parts[0][1], expect_round=self.spec.round, expect_sender=client)
+        data = self.single_message(client, upload, self._accepted, self._server)
+        msg = ThrUpdate.from_bytes(data, expect_round=self.spec.round, expect_sender=client)
         if msg.key_id != self._key.key_id:
             raise MalformedMessageError(f"client {client}: ciphertexts under another key")
         if msg.count != self._count:

@@ -18,7 +18,7 @@ from enum import Enum
 
 import numpy as np
 
-from secfl.errors import ConfigError, DuplicateSenderError, MalformedMessageError, ProtocolAbort
+from secfl.errors import ConfigError, MalformedMessageError, ProtocolAbort
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, check_update, check_weight
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
@@ -92,14 +92,7 @@ class _PlainRound(ProtocolRound):
         return Upload(((self._server, msg.to_bytes()),))
 
     def receive(self, client: int, upload: Upload) -> None:
-        if client not in self._participants:
-            raise MalformedMessageError(f"client {client} is not a participant of round {self.spec.round}")
-        if client in self._accepted:
-            raise DuplicateSenderError(f"client {client} already contributed to round {self.spec.round}")
-        parts = self.deliver(client, upload)
-        if len(parts) != 1 or parts[0][0] != self._server:
-            raise MalformedMessageError(f"client {client}: expected exactly one message to the server")
-        data = parts[0][1]
+        data = self.single_message(client, upload, self._accepted, self._server)
         msg = PlainUpdate.from_bytes(data, expect_round=self.spec.round, expect_sender=client)
         vec = check_update(msg.vector, self.spec.dim, max_abs=self._opt.max_abs, who=f"client {client} update")
         w = check_weight(msg.weight, who=f"client {client} weight")
