@@ -79,7 +79,7 @@ def one_round(protocol: str, n: int, d: int, dropout: float, stage: str, options
     updates = Updates(d)
     silent = dropped_clients(n, dropout)
     dropouts: dict[str, frozenset[int]] = {}
-    if protocol == "secagg" and stage != "masked_input" and silent:
+    if protocol == "secagg" and silent:  # declared, so the simulation does not precompute their masks
         dropouts = {stage: frozenset(silent)}
     net = Network()
     proto = make_protocol(protocol, **options)
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", default="masked_input", help="SecAgg+ stage the dropouts happen before")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--heavy-repeats", type=int, default=1, help="repeats for grid cells with n·d ≥ 10**8")
-    ap.add_argument("--threads", type=int, default=1, help="secagg simulation threads")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="secagg simulation processes (default: automatic, one per core from 100 clients)")
     ap.add_argument("--servers", type=int, default=2, help="additive servers")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--tag", default=None, help="file name stem (default bench_mpc / bench_mpc_headline)")
@@ -205,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         stem = args.tag or ("bench_mpc_quick" if args.quick else "bench_mpc")
     rows = []
     for protocol, n, d, q in cells:
-        options: dict[str, Any] = {"threads": args.threads} if protocol == "secagg" else {"servers": args.servers}
-        if protocol == "secagg" and args.threads == 1:
-            options = {}
+        options: dict[str, Any] = {"servers": args.servers}
+        if protocol == "secagg":
+            options = {} if args.processes is None else {"processes": args.processes}
         reps = args.heavy_repeats if n * d >= 10**8 and not args.headline else args.repeats
         runs = [one_round(protocol, n, d, q, args.stage, options) for _ in range(reps)]
         row = median_of(runs)

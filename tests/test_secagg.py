@@ -29,6 +29,7 @@ from secfl.protocols.secagg import (
     SaUnmaskRequest,
     default_neighbours,
     default_threshold,
+    dither_prg,
     harary_graph,
 )
 
@@ -65,7 +66,7 @@ def _expected(r, x, w, clients):
     ring = r.ring
     total = ring.zeros(r.encoder.length(x.shape[1]))
     for c in clients:
-        ring.add_(total, r.encoder.encode(x[c], w[c], r.client(c).dither()))
+        ring.add_(total, r.encoder.encode(x[c], w[c], dither_prg(r.spec.seed, r.spec.round, c)))
     return total
 
 
@@ -95,19 +96,20 @@ def test_dropouts_at_each_stage_are_recovered(stage):
     _check(r, out, x, w)
 
 
-def test_dropouts_at_every_stage_at_once_plus_silent_uploaders():
+@pytest.mark.parametrize("processes", [1, 2])
+def test_dropouts_at_every_stage_at_once_plus_silent_uploaders(processes):
     x, w = _data(24, 80, rng_seed=2)  # k = 10, t = 6: anyone may lose 4 neighbours
     drops = {"advertise_keys": {0}, "share_keys": {5}, "masked_input": {9}, "unmask": {12}}
-    r, out, _ = _run(x, w, drops=drops, silent={3})
+    r, out, _ = _run(x, w, drops=drops, silent={3}, processes=processes)
     assert out.included == tuple(c for c in range(24) if c not in (0, 5, 9, 3))
     assert set(out.dropped) == {0, 3, 5, 9}
     _check(r, out, x, w)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_facade_with_dropouts_and_threads(threads):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_facade_with_dropouts_and_processes(processes):
     x, w = _data(9, 500, rng_seed=3)
-    res = secfl.secure_mean(x, w, protocol="secagg", dropouts=[4], seed=1, threads=threads,
+    res = secfl.secure_mean(x, w, protocol="secagg", dropouts=[4], seed=1, processes=processes,
                             stage_dropouts={"share_keys": [6]})
     keep = [0, 1, 2, 3, 5, 7, 8]
     assert res.included == tuple(keep)
@@ -238,8 +240,8 @@ def test_options_are_validated():
     with pytest.raises(ConfigError, match="unknown"):
         make_protocol("secagg").open_round(RoundSpec(0, (0, 1, 2), 3, dropouts={"later": frozenset({1})}),
                                            Network())
-    with pytest.raises(ConfigError, match="threads"):
-        make_protocol("secagg", threads=0)
+    with pytest.raises(ConfigError, match="processes"):
+        make_protocol("secagg", processes=0)
     with pytest.raises(InsecureParametersError, match="wrap"):
         make_protocol("secagg", bits=30).open_round(RoundSpec(0, tuple(range(10)), 3), Network())
 
@@ -275,7 +277,7 @@ def test_two_hundred_clients_ten_percent_dropout_at_every_stage():
     x, w = _data(n, d, rng_seed=7)
     picks = list(range(3, n, n // 20))[:20]  # spread over the ring order the server draws
     drops = {s: set(picks[5 * i : 5 * i + 5]) for i, s in enumerate(STAGES)}
-    r, out, _ = _run(x, w, drops=drops, threads=2)
+    r, out, _ = _run(x, w, drops=drops, processes=2)
     assert len(out.included) == n - 15
     _check(r, out, x, w)
 

@@ -43,11 +43,9 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
@@ -80,6 +78,7 @@ from secfl.errors import (
 )
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, check_update
 from secfl.protocols.dp_encoding import DPEncoder, IntegerDP, round_encoder
+from secfl.protocols.hosts import PartyHost, auto_processes, make_host
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.wire import WIRE_VERSION, Message, MsgType, Reader, Writer
 
@@ -90,7 +89,9 @@ __all__ = [
     "SecAggClient",
     "DroppedOutError",
     "PhaseClock",
-    "Workers",
+    "add_masks",
+    "dither_prg",
+    "pair_seed",
     "default_neighbours",
     "default_threshold",
     "harary_graph",
@@ -115,55 +116,44 @@ _SHARE_LABEL = "secfl/secagg/share-key"
 _MAX_CLIENT_ID = SHAMIR_PRIME - 2  # Shamir points are id + 1, which must stay below p
 
 
-T = TypeVar("T")
-R = TypeVar("R")
-#: a deferred mask: returns ``(seed, sign)``; the mask is ``sign · PRG(seed)``
-MaskJob = Callable[[], tuple[bytes, int]]
+def add_masks(ring: Ring, acc: np.ndarray, seeds: Iterable[tuple[bytes, int]]) -> np.ndarray:
+    """``acc += Σ sign·PRG(seed)`` mod ``2**k`` in place (``sign`` is +1 or −1); returns ``acc``."""
+    n = acc.shape[0]
+    for seed, sign in seeds:
+        mask = ring.random(Prg(seed), n)
+        if sign > 0:
+            ring.add_(acc, mask)
+        else:
+            ring.sub_(acc, mask)
+    return acc
 
 
-class Workers:
-    """Threads for the simulation's crypto (X25519, AES-CTR and numpy release the GIL).
+def dither_prg(seed: bytes | None, rnd: int, client: int) -> Prg:
+    """A client's stochastic-rounding dither: from ``RoundSpec.seed`` when set (it is not secret),
+    else fresh OS randomness."""
+    return Prg() if seed is None else Prg(derive_seed(seed, "secagg/dither", rnd, client))
 
-    ``Workers(1)`` runs everything inline. Results never depend on the thread count: masks are
-    added mod ``2**k``, which commutes.
-    """
 
-    def __init__(self, threads: int = 1) -> None:
-        self.threads = max(1, int(threads))
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="secfl-secagg") if self.threads > 1 else None
+def pair_seed(sk: PrivateKey, peer: PublicKey, rnd: int, u: int, v: int) -> bytes:
+    """``s_uv = HKDF(X25519(s_u, s_v), info = label | round | min | max)``: one seed per pair."""
+    return hkdf(shared_secret(sk, peer), info=info_label(_MASK_LABEL, rnd, min(u, v), max(u, v)))
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        if self._pool is None or len(items) < 2:
-            return [fn(i) for i in items]
-        return list(self._pool.map(fn, items))
 
-    def accumulate(self, ring: Ring, acc: np.ndarray, jobs: Sequence[MaskJob]) -> np.ndarray:
-        """``acc += Σ sign·PRG(seed)`` over ``jobs`` (each job derives its seed in a worker)."""
-        length = acc.shape[0]
+#: one helper job of the server's unmasking: (ring, length, round, survivors' self-mask seeds,
+#: dropped clients as (id, reconstructed mask-key secret, [(surviving neighbour, its s public key)]))
+UnmaskJob = tuple[Ring, int, int, list[bytes], list[tuple[int, bytes, list[tuple[int, bytes]]]]]
 
-        def run(chunk: Sequence[MaskJob], out: np.ndarray) -> np.ndarray:
-            for job in chunk:
-                seed, sign = job()
-                mask = ring.random(Prg(seed), length)
-                if sign > 0:
-                    ring.add_(out, mask)
-                else:
-                    ring.sub_(out, mask)
-            return out
 
-        if self._pool is None or len(jobs) < 2:
-            return run(jobs, acc)
-        chunks = [jobs[i :: self.threads] for i in range(self.threads)]
-        futures = [self._pool.submit(run, c, ring.zeros(length)) for c in chunks[1:] if c]
-        run(chunks[0], acc)
-        for f in futures:
-            ring.add_(acc, f.result())
-        return acc
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+def _unmask_job(job: UnmaskJob) -> np.ndarray:
+    """The masks one helper removes: ``−Σ PRG(b_u)`` and every dropped client's pairwise masks."""
+    ring, length, rnd, self_seeds, dropped = job
+    acc = ring.zeros(length)
+    add_masks(ring, acc, ((b, -1) for b in self_seeds))
+    for u, secret, peers in dropped:
+        sk = PrivateKey.from_secret(secret)
+        # survivor v added +PRG(s_uv) if v < u and −PRG(s_uv) if v > u: undo it
+        add_masks(ring, acc, ((pair_seed(sk, PublicKey(pk), rnd, u, v), -1 if v < u else 1) for v, pk in peers))
+    return acc
 
 
 class PhaseClock:
@@ -179,22 +169,6 @@ class PhaseClock:
             yield
         finally:
             self.seconds[side] += time.perf_counter() - t
-
-
-def _constant_job(seed: bytes, sign: int) -> MaskJob:
-    return lambda: (seed, sign)
-
-
-def _attempt(fn: Callable[[T], R]) -> Callable[[T], R | SecFLError]:
-    """``fn`` with its typed errors returned instead of raised (one party's failure is its own)."""
-
-    def run(item: T) -> R | SecFLError:
-        try:
-            return fn(item)
-        except SecFLError as exc:
-            return exc
-
-    return run
 
 
 def default_neighbours(n: int) -> int:
@@ -250,8 +224,10 @@ class SecAggOptions:
     ``clip_range``, ``bits``, ``modulus_bits``, ``max_weight``: the integer encoding (see
     :class:`~secfl.crypto.encoding.WeightedEncoder`; ``bits=None`` picks the widest that cannot
     wrap for this round's client count).
-    ``threads``: threads the *simulation* uses for the clients' and the server's crypto (X25519,
-    AES-CTR mask expansion and numpy release the GIL); it changes timings, never results.
+    ``processes``: where the *simulation* runs its clients (:mod:`secfl.protocols.hosts`): 1 →
+    in this process; ``p ≥ 2`` → spread over ``p`` worker processes that also precompute masks
+    ahead of the uploads and run the server's mask removal; ``None`` → one per core (at most 8)
+    from 100 clients up, else 1. It changes timings, never results.
     """
 
     neighbours: int | None = None
@@ -260,11 +236,12 @@ class SecAggOptions:
     bits: int | None = None
     modulus_bits: int = 32
     max_weight: float = 4096.0
-    threads: int = 1
+    processes: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 1 <= self.threads <= 64:
-            raise ConfigError(f"secagg.threads must be an integer in [1, 64], got {self.threads!r}")
+        p = self.processes
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 64):
+            raise ConfigError(f"secagg.processes must be None (automatic) or an integer in [1, 64], got {p!r}")
         for name in ("neighbours", "threshold"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -483,6 +460,9 @@ class SecAggClient:
         self._key_in: dict[int, bytes] = {}  # v -> key of the channel v → self
         self._inbox: dict[int, bytes] = {}  # v -> sealed shares v sent to self
         self._revealed: dict[int, str] = {}  # peer -> "b" or "s": what this client already gave away
+        self._forwarded = False
+        self._mask: np.ndarray | None = None  # the total mask, computed ahead (offline work) ...
+        self._mask_todo: list[int] = []  # ... still missing these terms (-1: the self mask)
         self.sent_masked_input = False
         #: errors met while answering unmask requests (e.g. a tampered forwarded share)
         self.failures: list[SecFLError] = []
@@ -530,6 +510,7 @@ class SecAggClient:
             if u not in self._peer_c:
                 raise MalformedMessageError(f"SA_SHARES_FORWARD carries a share from {u}, not a neighbour")
             self._inbox[u] = ct
+        self._forwarded = True
 
     @property
     def active_neighbours(self) -> list[int]:
@@ -538,27 +519,66 @@ class SecAggClient:
 
     # 2 -----------------------------------------------------------------------------------
     def dither(self) -> Prg:
-        """The rounding dither: seeded from ``RoundSpec.seed`` when set (it is not secret)."""
-        if self._dither_seed is None:
-            return Prg()
-        return Prg(derive_seed(self._dither_seed, "secagg/dither", self.round, self.id))
+        """The rounding dither (see :func:`dither_prg`)."""
+        return dither_prg(self._dither_seed, self.round, self.id)
 
-    def _pair_job(self, v: int) -> MaskJob:
-        def job() -> tuple[bytes, int]:
-            seed = hkdf(shared_secret(self._s, self._peer_s[v]),
-                        info=info_label(_MASK_LABEL, self.round, min(self.id, v), max(self.id, v)))
-            return seed, (1 if self.id < v else -1)
+    def _mask_step(self, mask: np.ndarray, b_seed: bytes) -> None:
+        """Add one more term of the total mask (the self mask, or one neighbour's pair mask)."""
+        v = self._mask_todo.pop()
+        if v < 0:
+            add_masks(self.ring, mask, [(b_seed, 1)])
+        else:
+            seed = pair_seed(self._s, self._peer_s[v], self.round, self.id, v)
+            add_masks(self.ring, mask, [(seed, 1 if self.id < v else -1)])
 
-        return job
+    def _started_mask(self) -> tuple[np.ndarray, bytes]:
+        """The mask being computed and the self-mask seed (starts the computation if needed)."""
+        if self._b is None:
+            raise DroppedOutError(f"client {self.id} never shared its keys this round")
+        if self._mask is None:
+            self._mask = self.ring.zeros(self.length)
+            self._mask_todo = [*reversed(self.active_neighbours), -1]
+        return self._mask, self._b
 
-    def masked_input(self, update: np.ndarray, weight: float, workers: Workers | None = None) -> bytes:
+    def _total_mask(self) -> np.ndarray:
+        """``PRG(b_u) + Σ_{v>u} PRG(s_uv) − Σ_{v<u} PRG(s_uv)`` over the active neighbours."""
+        mask, b_seed = self._started_mask()
+        while self._mask_todo:
+            self._mask_step(mask, b_seed)
+        self._mask = None
+        return mask
+
+    @property
+    def prepared(self) -> bool:
+        """Whether (part of) the total mask is already computed (see :meth:`prepare`)."""
+        return self._mask is not None
+
+    def prepare(self) -> bool | None:
+        """Offline work, one step at a time: the total mask does not depend on the update.
+
+        ``None`` until the shares were forwarded (the active neighbours are known); ``True``
+        after adding one term (call again); ``False`` when the mask is complete or was used."""
+        if self.sent_masked_input:
+            return False
+        if not self._forwarded:
+            return None
+        mask, b_seed = self._started_mask()
+        if not self._mask_todo:
+            return False
+        self._mask_step(mask, b_seed)
+        return True
+
+    def release(self) -> None:
+        """Forget a precomputed mask (it is recomputed if the client uploads after all)."""
+        self._mask, self._mask_todo = None, []
+
+    def masked_input(self, update: np.ndarray, weight: float) -> bytes:
         if self._b is None:
             raise DroppedOutError(f"client {self.id} never shared its keys this round")
         if self.sent_masked_input:
             raise DuplicateSenderError(f"client {self.id} already sent its masked input")
         y = self.encoder.encode(update, weight, self.dither())
-        jobs = [_constant_job(self._b, 1)] + [self._pair_job(v) for v in self.active_neighbours]
-        (workers or Workers(1)).accumulate(self.ring, y, jobs)
+        self.ring.add_(y, self._total_mask())
         self.sent_masked_input = True
         return SaMaskedInput(self.round, self.id, self.ring.bits, self.length, self.ring.pack(y)).to_bytes()
 
@@ -761,9 +781,11 @@ class _Server:
         except MalformedMessageError as exc:
             raise ProtocolAbort(f"round {self.round}: client {u}'s {what} shares are inconsistent: {exc}") from None
 
-    def unmask(self, workers: Workers | None = None) -> np.ndarray:
-        """Remove every mask; returns ``Σ_{u ∈ U3} x_u`` mod ``2**k``."""
-        workers = workers or Workers(1)
+    def unmask(self, host: PartyHost | None = None) -> np.ndarray:
+        """Remove every mask; returns ``Σ_{u ∈ U3} x_u`` mod ``2**k``.
+
+        The mask regeneration is spread over ``host``'s workers (the server's own helpers); the
+        reconstructed secrets go only to them."""
         # check the quorum of every client first, so an abort happens before any expensive work
         for u in sorted(self.masked):
             if len(self.b_shares.get(u, [])) < self.t:
@@ -771,37 +793,35 @@ class _Server:
         for u in sorted(self.dropped):
             if len(self.s_shares.get(u, [])) < self.t:
                 self._reconstruct(u, self.s_shares, "mask key")
-        jobs: list[MaskJob] = []
-        for u in sorted(self.masked):
-            jobs.append(_constant_job(self._reconstruct(u, self.b_shares, "self-mask seed"), -1))
+        self_seeds = [self._reconstruct(u, self.b_shares, "self-mask seed") for u in sorted(self.masked)]
+        dropped: list[tuple[int, bytes, list[tuple[int, bytes]]]] = []
         for u in sorted(self.dropped):
+            secret = self._reconstruct(u, self.s_shares, "mask key")
             try:
-                sk = PrivateKey.from_secret(self._reconstruct(u, self.s_shares, "mask key"))
+                sk = PrivateKey.from_secret(secret)
             except ConfigError as exc:
                 raise ProtocolAbort(f"client {u}'s mask key could not be rebuilt: {exc}") from None
             if sk.public_key.raw != self.s_pk[u]:
                 raise ProtocolAbort(f"client {u}'s reconstructed mask key does not match its advertised public key")
-            for v in sorted(self.graph[u] & self.masked):
-                jobs.append(self._removal_job(sk, u, v))
-        return workers.accumulate(self.ring, np.array(self.sum, copy=True), jobs)
-
-    def _removal_job(self, sk: PrivateKey, u: int, v: int) -> MaskJob:
-        """Undo the mask survivor ``v`` shares with dropped ``u`` (``v`` added it if ``v < u``)."""
-
-        def job() -> tuple[bytes, int]:
-            seed = hkdf(shared_secret(sk, PublicKey(self.s_pk[v])),
-                        info=info_label(_MASK_LABEL, self.round, min(u, v), max(u, v)))
-            return seed, (-1 if v < u else 1)
-
-        return job
+            dropped.append((u, secret, [(v, self.s_pk[v]) for v in sorted(self.graph[u] & self.masked)]))
+        helpers = 1 if host is None else host.processes
+        jobs: list[UnmaskJob] = [
+            (self.ring, self.length, self.round, self_seeds[i::helpers], dropped[i::helpers]) for i in range(helpers)
+        ]
+        parts = [_unmask_job(j) for j in jobs] if host is None else host.run(_unmask_job, jobs)
+        total = np.array(self.sum, copy=True)
+        for part in parts:
+            self.ring.add_(total, part)
+        return total
 
 
 # ------------------------------------------------------------------------------------ round
 class _SecAggRound(ProtocolRound):
-    def __init__(self, spec: RoundSpec, net: Network, options: SecAggOptions, workers: Workers,
+    def __init__(self, spec: RoundSpec, net: Network, options: SecAggOptions, host: PartyHost,
                  dp: IntegerMechanism | None = None) -> None:
         super().__init__(spec, net)
-        self._workers = workers
+        self._host = host
+        self._epoch = -1
         unknown = sorted(set(spec.dropouts) - set(STAGES))
         if unknown:
             raise ConfigError(f"secagg dropout stages are {list(STAGES)}; unknown: {unknown}")
@@ -820,11 +840,11 @@ class _SecAggRound(ProtocolRound):
         self.ring = self.encoder.ring
         self._length = self.encoder.length(spec.dim)
         self._server = _Server(spec.round, self.k, self.t, self.ring, self._length)
-        self._clients: dict[int, SecAggClient] = {}
         self._gone: dict[int, str] = {}  # client -> why it cannot take part any more
         self._setup_done = False
         self._revealing = False
         self._clock = PhaseClock()
+        self._protect_host_seconds = 0.0  # host seconds inside protect(), timed by its caller
         #: client -> why its unmask answer was not used (its masked input still counts)
         self.unmask_failures: dict[int, str] = {}
         #: filled by reveal()
@@ -834,15 +854,26 @@ class _SecAggRound(ProtocolRound):
     @property
     def seconds(self) -> dict[str, float]:
         """Compute seconds spent inside setup() and reveal(), split into client and server side
-        (``protect`` is client work and ``receive`` server work: their callers time them)."""
-        return dict(self._clock.seconds)
+        (``protect`` is client work and ``receive`` server work: their callers time them).
+
+        Client seconds are the clients' own compute as the host measured it, including masks
+        precomputed in worker processes ahead of ``protect``; server seconds are wall time."""
+        client = max(0.0, self._host.seconds - self._protect_host_seconds) if self._epoch >= 0 else 0.0
+        return {"client": client, "server": self._clock.seconds["server"]}
+
+    def _call(self, method: str, args: dict[int, tuple]) -> dict[int, object]:
+        """Run ``method`` on many clients through the host (a typed error is that client's result)."""
+        if self._host.epoch != self._epoch:
+            raise ProtocolAbort(f"round {self.spec.round}: a later round of this protocol replaced its clients")
+        return self._host.call(method, args)
 
     def _silent(self, stage: str) -> frozenset[int]:
         return frozenset(self.spec.dropouts.get(stage, frozenset()))
 
     def client(self, cid: int) -> SecAggClient:
-        """The client-side state of ``cid`` (tests and attack experiments)."""
-        return self._clients[cid]
+        """The client-side state of ``cid`` (tests and attack experiments; ``processes = 1`` only)."""
+        party: SecAggClient = self._host.party(cid)
+        return party
 
     @property
     def server(self) -> _Server:
@@ -853,43 +884,38 @@ class _SecAggRound(ProtocolRound):
         if self._setup_done:
             raise ProtocolAbort("setup() already ran for this round")
         self._setup_done = True
-        rnd, srv, net, workers, clock = self.spec.round, self._server, self.net, self._workers, self._clock
+        rnd, srv, net, clock = self.spec.round, self._server, self.net, self._clock
         # 0. advertise keys (each client draws its two key pairs; the server reads them in order)
         speaking = [c for c in self.spec.clients if c not in self._silent("advertise_keys")]
         for c in self.spec.clients:
             if c not in speaking:
                 self._gone[c] = "went silent before advertise_keys"
-        with clock("client"):
-            made = workers.map(lambda c: SecAggClient(c, rnd, self.encoder, self._length, self.spec.seed), speaking)
-        for cl in made:
-            self._clients[cl.id] = cl
-            with clock("client"):
-                wire = cl.advertise()
+        late = self._silent("share_keys") | self._silent("masked_input")
+        self._epoch = self._host.create(SecAggClient, speaking, rnd, self.encoder, self._length, self.spec.seed,
+                                        offline=[c for c in sorted(speaking) if c not in late])
+        adverts = self._call("advertise", {c: () for c in speaking})
+        for c in sorted(speaking):
             try:
                 with clock("server"):
-                    srv.on_advertise(cl.id, net.send(cl.id, srv.id, wire))
+                    srv.on_advertise(c, net.send(c, srv.id, _ok(adverts[c])))
             except SecFLError as exc:
-                self._gone[cl.id] = f"advertise_keys rejected: {exc}"
+                self._gone[c] = f"advertise_keys rejected: {exc}"
         with clock("server"):
             srv.build_graph()
-        for u in sorted(srv.graph):
-            with clock("server"):
-                wire = srv.roster(u)
-            with clock("client"):
-                self._clients[u].on_roster(net.send(srv.id, u, wire))
+            rosters = {u: (net.send(srv.id, u, srv.roster(u)),) for u in sorted(srv.graph)}
+        for u, out in self._call("on_roster", rosters).items():
+            if isinstance(out, SecFLError):
+                self._gone[u] = f"key roster rejected: {out}"
         # 1. share keys
-        sharing = [u for u in sorted(srv.graph) if u not in self._silent("share_keys")]
+        sharing = [u for u in sorted(srv.graph) if u not in self._silent("share_keys") and u not in self._gone]
         for u in sorted(srv.graph):
-            if u not in sharing:
+            if u in self._silent("share_keys"):
                 self._gone[u] = "went silent before share_keys"
-        with clock("client"):
-            shared = workers.map(_attempt(lambda u: self._clients[u].share_keys()), sharing)
-        for u, out in zip(sharing, shared, strict=True):
+        shared = self._call("share_keys", {u: () for u in sharing})
+        for u in sharing:
             try:
-                if isinstance(out, SecFLError):
-                    raise out
                 with clock("server"):
-                    srv.on_share_keys(u, net.send(u, srv.id, out))
+                    srv.on_share_keys(u, net.send(u, srv.id, _ok(shared[u])))
             except SecFLError as exc:
                 self._gone[u] = f"share_keys rejected: {exc}"
         with clock("server"):
@@ -899,11 +925,11 @@ class _SecAggRound(ProtocolRound):
             raise InsufficientQuorumError(
                 f"round {rnd}: no client kept {self.t} neighbours through share_keys; nothing can be aggregated"
             )
-        for v in sorted(srv.active):
-            with clock("server"):
-                wire = srv.forward(v)
-            with clock("client"):
-                self._clients[v].on_forward(net.send(srv.id, v, wire))
+        with clock("server"):
+            forwards = {v: (net.send(srv.id, v, srv.forward(v)),) for v in sorted(srv.active)}
+        for v, out in self._call("on_forward", forwards).items():
+            if isinstance(out, SecFLError):
+                self._gone[v] = f"shares forward rejected: {out}"
 
     # -------------------------------------------------------------------------- round 2
     def protect(self, client: int, update: np.ndarray, weight: float) -> Upload:
@@ -916,7 +942,11 @@ class _SecAggRound(ProtocolRound):
         if client in self._silent("masked_input"):
             raise DroppedOutError(f"client {client} went silent before masked_input (simulated)")
         vec = check_update(update, self.spec.dim, who=f"client {client} update")
-        data = self._clients[client].masked_input(vec, weight, self._workers)
+        before = self._host.seconds
+        try:
+            data = _ok(self._call("masked_input", {client: (vec, weight)})[client])
+        finally:
+            self._protect_host_seconds += self._host.seconds - before
         return Upload(((self._server.id, data),))
 
     def receive(self, client: int, upload: Upload) -> None:
@@ -941,20 +971,16 @@ class _SecAggRound(ProtocolRound):
             raise ProtocolAbort(f"round {self.spec.round}: no masked input was accepted")
         silent, clock = self._silent("unmask"), self._clock
         with clock("server"):
-            asked = [(v, net.send(srv.id, v, srv.unmask_request(v))) for v in sorted(srv.masked)]
-        asked = [(v, req) for v, req in asked if v not in silent]
-        with clock("client"):
-            answers = self._workers.map(_attempt(lambda a: self._clients[a[0]].unmask(a[1])), asked)
-        for (v, _), out in zip(asked, answers, strict=True):
+            asked = {v: (net.send(srv.id, v, srv.unmask_request(v)),) for v in sorted(srv.masked)}
+        answers = self._call("unmask", {v: req for v, req in asked.items() if v not in silent})
+        for v, out in answers.items():
             try:
-                if isinstance(out, SecFLError):
-                    raise out
                 with clock("server"):
-                    srv.on_unmask_response(v, net.send(v, srv.id, out))
+                    srv.on_unmask_response(v, net.send(v, srv.id, _ok(out)))
             except SecFLError as exc:  # a refusing or malformed answer costs that answer only
                 self.unmask_failures[v] = f"{type(exc).__name__}: {exc}"
         with clock("server"):
-            total = srv.unmask(self._workers)
+            total = srv.unmask(None if self._host.processes == 1 else self._host)
         self.integer_sum = total
         count = len(srv.masked)
         mean, total_weight, bound = self.encoder.decode(total, count)
@@ -962,6 +988,15 @@ class _SecAggRound(ProtocolRound):
         included = tuple(sorted(srv.masked))
         dropped = tuple(sorted(self._participants - srv.masked))
         return Revealed(mean, total_weight, included, dropped)
+
+
+def _ok(result: object) -> bytes:
+    """A client's reply through the host: its bytes, or its typed error raised here."""
+    if isinstance(result, SecFLError):
+        raise result
+    if not isinstance(result, bytes):
+        raise MalformedMessageError(f"a client answered with {type(result).__name__}, not bytes")
+    return result
 
 
 class SecAgg(IntegerDP, Protocol):
@@ -974,14 +1009,20 @@ class SecAgg(IntegerDP, Protocol):
 
     def __init__(self, options: SecAggOptions | None = None) -> None:
         super().__init__(options)
-        self._workers: Workers | None = None
+        self._host: PartyHost | None = None
 
     def open_round(self, spec: RoundSpec, net: Network) -> ProtocolRound:
-        if self._workers is None:
-            self._workers = Workers(self.options.threads)
-        return _SecAggRound(spec, net, self.options, self._workers, self._dp)
+        want = self.options.processes or auto_processes(len(spec.clients))
+        if want == 1:
+            host: PartyHost = make_host(1)  # in-process clients: one host per round
+        else:
+            if self._host is None or self._host.processes != want:
+                self.close()
+                self._host = make_host(want)
+            host = self._host
+        return _SecAggRound(spec, net, self.options, host, self._dp)
 
     def close(self) -> None:
-        if self._workers is not None:
-            self._workers.close()
-            self._workers = None
+        if self._host is not None:
+            self._host.close()
+            self._host = None

@@ -307,6 +307,8 @@ def _default_options(protocol: str, inputs: Sequence[np.ndarray], weights: Seque
         opts["clip_range"] = float(2.0 ** math.ceil(math.log2(max(peak, 1e-3))))
     if "max_weight" in fields:
         opts["max_weight"] = float(max(weights))
+    if "processes" in fields:
+        opts["processes"] = 1  # the coalitions' client state is read in this process
     return opts
 
 

@@ -435,10 +435,10 @@ def _secagg_unmask(view: AdversaryView, y: np.ndarray, encoder: Any) -> tuple[np
     """Server + t corrupted neighbours of the target: rebuild its mask key s_u from the
     neighbours' Shamir shares, its self-mask seed b_u from the unmask answers the server received
     (the protocol hands it those), and remove every mask from the stored masked input."""
-    from secfl.crypto.keys import PrivateKey, PublicKey, hkdf, info_label, shared_secret
+    from secfl.crypto.keys import PrivateKey, PublicKey
     from secfl.crypto.prg import SEED_BYTES
     from secfl.crypto.sharing import reconstruct_bytes
-    from secfl.protocols.secagg import _MASK_LABEL, SaAdvertiseKeys, SaUnmaskResponse, Workers
+    from secfl.protocols.secagg import SaAdvertiseKeys, SaUnmaskResponse, add_masks, pair_seed
 
     rnd = view.secrets.get("secagg_round")
     colluders = view.secrets.get("secagg_clients") or {}
@@ -467,15 +467,10 @@ def _secagg_unmask(view: AdversaryView, y: np.ndarray, encoder: Any) -> tuple[np
     if len(b_rows) < t:
         return None
     b_u = reconstruct_bytes(b_points[:t], np.stack(b_rows[:t]), t, SEED_BYTES)
-    def job(seed: bytes, sign: int) -> Callable[[], tuple[bytes, int]]:
-        return lambda: (seed, sign)
-
-    jobs = [job(b_u, -1)]  # the client added +PRG(b_u)
+    seeds = [(b_u, -1)]  # the client added +PRG(b_u)
     for v in sorted(graph[u] & rnd.server.active):  # it added +PRG(s_uv) for v > u, −PRG(s_uv) for v < u
-        seed = hkdf(shared_secret(s_u, PublicKey(s_pk[v])),
-                    info=info_label(_MASK_LABEL, rnd.spec.round, min(u, v), max(u, v)))
-        jobs.append(job(seed, -1 if u < v else 1))
-    x = Workers(1).accumulate(encoder.ring, np.array(y, copy=True), jobs)
+        seeds.append((pair_seed(s_u, PublicKey(s_pk[v]), rnd.spec.round, u, v), -1 if u < v else 1))
+    x = add_masks(encoder.ring, np.array(y, copy=True), seeds)
     return x, f"masked input unmasked: mask key rebuilt from {t} neighbours' shares, self-mask from the unmask step"
 
 
