@@ -14,7 +14,9 @@ Columns: ``up``/``down`` — bytes sent / received per participating client divi
 message: keys, shares, masked vector, unmask traffic, framing); ``client s`` — client-side compute
 seconds per client (key generation, sharing, quantization, masking, unmask answers); ``server s``
 — server-side seconds for the whole round (all servers together for ``additive``); ``round s`` —
-wall seconds of the whole simulated round; ``cpu s`` — process CPU seconds of the round; ``err /
+wall seconds of the whole simulated round; ``cpu s`` — CPU seconds of the driving process (the
+server's side, and the clients' too when they run in it; with ``processes`` > 1 the clients
+compute in worker processes and their seconds are in ``client s``); ``err /
 bound`` — the revealed mean's largest error against the float weighted mean, over its documented
 bound (must be ≤ 1). Dropouts: that fraction of clients (every k-th) goes silent after setup and
 before its masked input / shares arrive (``--stage`` picks another SecAgg+ stage). Load averages
@@ -126,6 +128,7 @@ def one_round(protocol: str, n: int, d: int, dropout: float, stage: str, options
         "dropout": dropout,
         "stage": stage if protocol == "secagg" else "upload",
         "options": options,
+        "processes": getattr(rnd, "processes", 1),
         "included": len(out.included),
         "up_bytes_per_param": statistics.mean(up_b) / d,
         "down_bytes_per_param": statistics.mean(down_b) / d,
@@ -162,7 +165,8 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
             "| err/bound | load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
     lines = []
     for r in rows:
-        opts = ",".join(f"{k}={v}" for k, v in r["options"].items())
+        shown = {**r["options"], **({"processes": r["processes"]} if r.get("processes", 1) > 1 else {})}
+        opts = ",".join(f"{k}={v}" for k, v in shown.items())
         name = r["protocol"] + (f" ({opts})" if opts else "")
         loads = "/".join(f"{a[0]:.1f}" for a in r["loadavg_1m"])
         lines.append(

@@ -125,3 +125,32 @@ def test_closed_host_and_bad_sizes():
     assert isinstance(make_host(1), InlineHost)
     assert auto_processes(10) == 1
     assert 1 <= auto_processes(1000) <= 8
+
+
+SCRIPT = """
+import numpy as np
+import secfl
+
+x = np.linspace(-1, 1, 100 * 4).reshape(100, 4)
+res = secfl.secure_mean(x, np.ones(100), protocol="secagg", seed=1)
+print("MEAN", float(np.abs(res.mean - x.mean(0)).max()))
+"""
+
+
+@pytest.mark.parametrize("how", ["unguarded-file", "stdin"])
+def test_automatic_processes_fall_back_when_workers_cannot_spawn(tmp_path, how):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(SCRIPT)
+    cmd, stdin = ([sys.executable, str(script)], None) if how == "unguarded-file" else ([sys.executable, "-"], SCRIPT)
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("MEAN")]
+    assert len(lines) == 1 and float(lines[0].split()[1]) < 0.01  # one result, computed in-process
+    assert "clients run in this process" in out.stderr

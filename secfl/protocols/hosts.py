@@ -47,6 +47,8 @@ __all__ = ["PartyHost", "InlineHost", "ProcessHost", "WorkerCrashed", "make_host
 
 #: clients a worker prepares ahead of need (each holds one precomputed mask in memory)
 DEFAULT_WINDOW = 8
+#: seconds a spawned worker may take to import secfl and report ready
+_START_TIMEOUT = 120.0
 
 
 class WorkerCrashed(RuntimeError):
@@ -140,6 +142,7 @@ def _worker_main(conn: Connection, window: int) -> None:  # pragma: no cover - r
     later: list[int] = []  # clients not ready yet: offered again after the next command
     held: set[int] = set()  # clients holding prepared work not yet consumed
     background = 0.0  # seconds of offline work not yet reported
+    conn.send(("ready", os.getpid(), 0.0))
     while True:
         if todo and (len(held) < window or todo[0] in held) and not conn.poll():
             pid = todo[0]
@@ -235,6 +238,18 @@ class ProcessHost(PartyHost):
             self._procs.append(proc)
         self._owner: dict[int, int] = {}
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns)
+        for w, conn in enumerate(self._conns):
+            try:
+                ready = conn.poll(_START_TIMEOUT) and conn.recv()[0] == "ready"
+            except (EOFError, OSError):
+                ready = False
+            if not ready:
+                self.close()
+                raise WorkerCrashed(
+                    f"secfl worker process {w} did not start (exit code {self._procs[w].exitcode}); spawned "
+                    "workers import the main module: guard the script with `if __name__ == '__main__':`, and do "
+                    "not run it from stdin (or use processes=1)"
+                )
 
     @property
     def processes(self) -> int:
@@ -257,9 +272,7 @@ class ProcessHost(PartyHost):
             except (EOFError, OSError):
                 self._procs[w].join(timeout=1)
                 raise WorkerCrashed(
-                    f"secfl worker process {w} exited (exit code {self._procs[w].exitcode}) before answering; when "
-                    "the script runs from stdin or without an `if __name__ == '__main__':` guard, spawned workers "
-                    "cannot start"
+                    f"secfl worker process {w} exited (exit code {self._procs[w].exitcode}) before answering"
                 ) from None
             self.seconds += spent
             if status == "crash":

@@ -40,6 +40,7 @@ choosing the graph (or impersonating clients — no PKI here) is outside this mo
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 import time
@@ -78,7 +79,7 @@ from secfl.errors import (
 )
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, check_update
 from secfl.protocols.dp_encoding import DPEncoder, IntegerDP, round_encoder
-from secfl.protocols.hosts import PartyHost, auto_processes, make_host
+from secfl.protocols.hosts import PartyHost, WorkerCrashed, auto_processes, make_host
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.wire import WIRE_VERSION, Message, MsgType, Reader, Writer
 
@@ -103,6 +104,8 @@ __all__ = [
     "SaUnmaskRequest",
     "SaUnmaskResponse",
 ]
+
+log = logging.getLogger(__name__)
 
 #: stage names accepted in ``RoundSpec.dropouts``: clients listed go silent before that stage
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmask")
@@ -867,6 +870,11 @@ class _SecAggRound(ProtocolRound):
             raise ProtocolAbort(f"round {self.spec.round}: a later round of this protocol replaced its clients")
         return self._host.call(method, args)
 
+    @property
+    def processes(self) -> int:
+        """Processes this round's clients run in (1: this process)."""
+        return self._host.processes
+
     def _silent(self, stage: str) -> frozenset[int]:
         return frozenset(self.spec.dropouts.get(stage, frozenset()))
 
@@ -1010,16 +1018,24 @@ class SecAgg(IntegerDP, Protocol):
     def __init__(self, options: SecAggOptions | None = None) -> None:
         super().__init__(options)
         self._host: PartyHost | None = None
+        self._spawn_failed = False
 
     def open_round(self, spec: RoundSpec, net: Network) -> ProtocolRound:
         want = self.options.processes or auto_processes(len(spec.clients))
-        if want == 1:
-            host: PartyHost = make_host(1)  # in-process clients: one host per round
-        else:
-            if self._host is None or self._host.processes != want:
-                self.close()
+        if self.options.processes is None and self._spawn_failed:
+            want = 1
+        if want > 1 and (self._host is None or self._host.processes != want):
+            self.close()
+            try:
                 self._host = make_host(want)
-            host = self._host
+            except WorkerCrashed as exc:
+                if self.options.processes is not None:
+                    raise
+                # automatic choice only: an unguarded script or one read from stdin cannot spawn workers
+                log.warning("secagg: clients run in this process instead of %d workers: %s", want,
+                            str(exc).splitlines()[0])
+                self._spawn_failed, want = True, 1
+        host: PartyHost = make_host(1) if want == 1 or self._host is None else self._host
         return _SecAggRound(spec, net, self.options, host, self._dp)
 
     def close(self) -> None:
