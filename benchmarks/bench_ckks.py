@@ -3,10 +3,11 @@
 For each preset and vector length (10^4, 10^5, 10^6 parameters) it measures, through the real
 ``ckks`` protocol objects and real serialized messages:
 
-* client encrypt + serialize (``protect``: validation, SEAL's encoder and public-key encryption,
+* client encrypt + serialize (``protect``: validation, SEAL's encoder and symmetric encryption
+  under the clients' shared secret key,
   reading SEAL's saved ciphertexts, bit packing, framing with CRC) -- parameters per second on
   one core (one process), and with ``workers=2`` (this process and one pool process);
-* the SEAL floor: SEAL's ``CKKSEncoder.encode`` + ``Encryptor.encrypt`` alone for the same vector
+* the SEAL floor: SEAL's ``CKKSEncoder.encode`` + ``Encryptor.encrypt_symmetric`` alone for the same vector
   (Python list conversion included, nothing saved) -- what no serialization could beat;
 * bytes per parameter of the whole ``CKKS_UPDATE`` frame (framing included) and the ratio to
   float32;
@@ -75,14 +76,16 @@ def _time_decrypt(proto: Any, rnd: Any, dim: int, repeats: int) -> tuple[float, 
 
 
 def _seal_floor(holder: CkksSecretContext, x: np.ndarray) -> Callable[[], None]:
-    """SEAL's encode + encrypt of ``x`` alone (no serialization), under the holder's public key
-    loaded into SEAL objects built here."""
+    """SEAL's encode + symmetric encrypt of ``x`` alone (no serialization), under the holder's
+    secret key (which every ``ckks`` client holds) loaded into SEAL objects built here."""
     import tenseal.sealapi as sealapi
 
     p = holder.params
     ctx = seal_bridge.seal_context(p.poly_degree, p.primes)
     pk = seal_bridge.load_seal_object(sealapi.PublicKey(), ctx, holder.seal_public_key().to_bytes())
+    sk = seal_bridge.load_seal_object(sealapi.SecretKey(), ctx, holder.seal_secret_key().to_bytes())
     encryptor, encoder = sealapi.Encryptor(ctx, pk), sealapi.CKKSEncoder(ctx)
+    encryptor.set_secret_key(sk)
     padded = np.zeros(p.ciphertexts_for(x.size) * p.values_per_ciphertext)
     padded[: x.size] = x
     rows = (padded.view(np.complex128) if p.complex_packing else padded).reshape(-1, p.slots)
@@ -91,7 +94,7 @@ def _seal_floor(holder: CkksSecretContext, x: np.ndarray) -> Callable[[], None]:
         pt, ct = sealapi.Plaintext(), sealapi.Ciphertext()
         for row in rows:
             encoder.encode(row.tolist(), p.scale, pt)
-            encryptor.encrypt(pt, ct)
+            encryptor.encrypt_symmetric(pt, ct)
 
     return run
 

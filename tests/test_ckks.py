@@ -159,12 +159,13 @@ def test_batched_poly_packing_matches_the_reference_packer(width, count, primes,
 # -- encryption / decryption -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["public-key", "symmetric"])
 @pytest.mark.parametrize("preset", [p.value for p in CkksPreset])
-def test_round_trip_within_bound_for_every_preset(preset):
+def test_round_trip_within_bound_for_every_preset(preset, mode):
     sk = keys(preset)
     p = sk.params
     x = np.random.default_rng(1).uniform(-3, 3, 2 * p.values_per_ciphertext + 17)
-    got = sk.decrypt(sk.public().encrypt(x), x.size)
+    got = sk.decrypt((sk.public() if mode == "public-key" else sk).encrypt(x), x.size)
     assert got.shape == x.shape
     assert np.max(np.abs(got - x)) <= p.sum_error_bound(1, 3.0)
 
@@ -197,6 +198,12 @@ def test_error_bound_is_conservative_but_not_vacuous(preset):
     std = p.sum_error_std(8)
     assert float(err.std()) < std and float(err.max()) < p.sum_error_bound(8)
     assert float(err.std()) > std / 10
+    # the clients' symmetric encryption adds less noise: the same bound covers it
+    acc = CkksAccumulator(pub, p.ciphertexts_for(x.size))
+    for _ in range(8):
+        acc.add(sk.encrypt(x))
+    sym = np.abs(sk.decrypt(acc.result(), x.size))
+    assert float(sym.std()) < float(err.std()) and float(sym.max()) < p.sum_error_bound(8)
 
 
 def test_encrypt_refuses_non_finite_values():
@@ -374,10 +381,11 @@ def test_encryptor_matches_plain_encryption_format():
     assert np.max(np.abs(got - x)) <= pub.params.sum_error_bound(1, float(np.max(np.abs(x))))
 
 
-def test_encryptor_process_pool_output_decrypts():
+@pytest.mark.parametrize("mode", ["public-key", "symmetric"])
+def test_encryptor_process_pool_output_decrypts(mode):
     pub = keys().public()
     x = np.random.default_rng(4).uniform(-1, 1, 20 * pub.params.values_per_ciphertext + 3)
-    with CkksEncryptor(pub, workers=2) as enc:
+    with CkksEncryptor(pub if mode == "public-key" else keys(), workers=2) as enc:
         blob = enc.encrypt_to_bytes(x)
         blob2 = enc.encrypt_to_bytes(x)  # the pool (and the context in each worker) is reused
     assert blob[:20] == blob2[:20] and blob != blob2

@@ -11,8 +11,9 @@ Rounds (spec: ``protocols/ckks.md``):
      no relinearization or Galois keys) to the server, and ``CKKS_SECRET_CONTEXT`` to every
      client the first time it takes part (provisioning, over the clients' confidential channel).
   1. Each client k computes a_k = n_k / max_weight (or n_k for quantized input), encrypts the
-     vector (a_k x_k, a_k) under the public key (SEAL's encoder and public-key ``Encryptor``) and
-     sends ``CKKS_UPDATE`` to the server.
+     vector (a_k x_k, a_k) with the shared secret key (SEAL's encoder and symmetric ``Encryptor``:
+     the same ciphertext form as public-key encryption, twice as fast, less noise) and sends
+     ``CKKS_UPDATE`` to the server.
   2. The server parses each upload strictly and adds it into one running aggregate
      (residue-wise mod each prime: SEAL's ``Evaluator.add``); no upload is kept after it is
      folded in.
@@ -371,7 +372,7 @@ class Ckks(Protocol):
         self._holder: CkksSecretContext | None = None
         self._server: CkksPublicContext | None = None
         self._client_secret: bytes | None = None
-        self._client: CkksPublicContext | None = None
+        self._client: CkksSecretContext | None = None
         self._provisioned: set[int] = set()
         self._encryptor: CkksEncryptor | None = None
 
@@ -396,7 +397,7 @@ class Ckks(Protocol):
             got_secret = CkksSecretContextMessage.from_bytes(data, expect_round=spec.round, expect_sender=KEY_HOLDER)
             if self._client is None:
                 # every client receives identical bytes; in this simulation they share one parsed copy
-                self._client = CkksSecretContext.from_bytes(got_secret.context).public()
+                self._client = CkksSecretContext.from_bytes(got_secret.context)
                 self._client_secret = got_secret.context
             elif got_secret.context != self._client_secret:
                 raise ProtocolAbort("clients received different CKKS secret contexts")
