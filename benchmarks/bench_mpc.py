@@ -18,7 +18,9 @@ wall seconds of the whole simulated round; ``cpu s`` — CPU seconds of the driv
 server's side, and the clients' too when they run in it; with ``processes`` > 1 the clients
 compute in worker processes and their seconds are in ``client s``); ``err /
 bound`` — the revealed mean's largest error against the float weighted mean, over its documented
-bound (must be ≤ 1). Dropouts: that fraction of clients (every k-th) goes silent after setup and
+bound (must be ≤ 1); ``probe ms`` — :func:`speed_probe` before and after each run, averaged (the
+machine's single-core speed at the time: the same code runs up to 2× slower when it is high).
+Dropouts: that fraction of clients (every k-th) goes silent after setup and
 before its masked input / shares arrive (``--stage`` picks another SecAgg+ stage). Load averages
 are recorded: this machine is shared, so compare medians taken under similar load.
 """
@@ -77,6 +79,21 @@ def dropped_clients(n: int, fraction: float) -> set[int]:
     return {c for c in range(n) if c % step == step - 1}
 
 
+def speed_probe() -> float:
+    """Milliseconds for a fixed slice of the round's own work (20 X25519 agreements + HKDFs, 20
+    AES-CTR expansions of 10**5 words): this shared machine's single-core speed swings by up to 2×
+    over minutes, so every row records it (≈ 11 ms when the machine runs at full speed)."""
+    from secfl.crypto.keys import PrivateKey, hkdf, shared_secret
+    from secfl.crypto.prg import Prg
+
+    a, b = PrivateKey.generate(), PrivateKey.generate().public_key
+    t = time.perf_counter()
+    for _ in range(20):
+        hkdf(shared_secret(a, b))
+        Prg(b"\x07" * 32).uint32(100_000)
+    return (time.perf_counter() - t) * 1e3
+
+
 def one_round(protocol: str, n: int, d: int, dropout: float, stage: str, options: dict[str, Any]) -> dict[str, Any]:
     updates = Updates(d)
     silent = dropped_clients(n, dropout)
@@ -86,6 +103,7 @@ def one_round(protocol: str, n: int, d: int, dropout: float, stage: str, options
     net = Network()
     proto = make_protocol(protocol, **options)
     load0 = os.getloadavg()[0]
+    probe = speed_probe()
     t0, c0 = time.perf_counter(), time.process_time()
     protect_s = receive_s = 0.0
     try:
@@ -142,6 +160,7 @@ def one_round(protocol: str, n: int, d: int, dropout: float, stage: str, options
         "max_error": err,
         "error_bound": bound,
         "loadavg_1m": [load0, os.getloadavg()[0]],
+        "speed_probe_ms": [probe, speed_probe()],
     }
 
 
@@ -153,6 +172,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["phase_seconds"] = {k: statistics.median(r["phase_seconds"][k] for r in runs) for k in runs[0]["phase_seconds"]}
     out["round_seconds_all"] = [r["round_seconds"] for r in runs]
     out["loadavg_1m"] = [r["loadavg_1m"] for r in runs]
+    out["speed_probe_ms"] = [r["speed_probe_ms"] for r in runs]
     out["repeats"] = len(runs)
     return out
 
@@ -162,17 +182,19 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     head = (f"# {title}\n\n{when} · {platform.processor() or platform.machine()}"
             f" · {os.cpu_count()} CPUs · Python {platform.python_version()} · medians\n\n"
             "| protocol | n | d | dropout | up B/param | down B/param | client s/client | server s | round s | cpu s "
-            "| err/bound | load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+            "| err/bound | load | probe ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
     lines = []
     for r in rows:
         shown = {**r["options"], **({"processes": r["processes"]} if r.get("processes", 1) > 1 else {})}
         opts = ",".join(f"{k}={v}" for k, v in shown.items())
         name = r["protocol"] + (f" ({opts})" if opts else "")
         loads = "/".join(f"{a[0]:.1f}" for a in r["loadavg_1m"])
+        probes = "/".join(f"{statistics.mean(p):.0f}" for p in r.get("speed_probe_ms", [])) or "–"
         lines.append(
             f"| {name} | {r['clients']} | {r['dim']:.0e} | {r['dropout']:.0%} | {r['up_bytes_per_param']:.3f} | "
             f"{r['down_bytes_per_param']:.3f} | {r['client_seconds_per_client']:.4f} | {r['server_seconds']:.2f} | "
-            f"{r['round_seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['max_error'] / r['error_bound']:.3f} | {loads} |"
+            f"{r['round_seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['max_error'] / r['error_bound']:.3f} | {loads} "
+            f"| {probes} |"
         )
     return head + "\n".join(lines) + "\n"
 
