@@ -154,3 +154,30 @@ def test_automatic_processes_fall_back_when_workers_cannot_spawn(tmp_path, how):
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("MEAN")]
     assert len(lines) == 1 and float(lines[0].split()[1]) < 0.01  # one result, computed in-process
     assert "clients run in this process" in out.stderr
+
+
+def test_a_killed_worker_fails_the_round_and_the_next_round_starts_fresh_workers():
+    import numpy as np
+
+    from secfl.protocols import RoundSpec, make_protocol
+    from secfl.protocols.network import Network
+
+    proto = make_protocol("secagg", processes=2)
+    try:
+        x = np.linspace(-1, 1, 6 * 5).reshape(6, 5)
+        rnd = proto.open_round(RoundSpec(0, tuple(range(6)), 5), Network())
+        rnd.setup()
+        host = rnd._host
+        host._procs[1].kill()
+        host._procs[1].join(timeout=10)
+        with pytest.raises(WorkerCrashed, match="worker process"):
+            for c in range(6):
+                rnd.receive(c, rnd.protect(c, x[c], 1.0))
+        assert not host.alive
+        rnd = proto.open_round(RoundSpec(1, tuple(range(6)), 5), Network())
+        rnd.setup()
+        for c in range(6):
+            rnd.receive(c, rnd.protect(c, x[c], 1.0))
+        assert np.abs(rnd.reveal().mean - x.mean(0)).max() <= rnd.error_bound
+    finally:
+        proto.close()

@@ -84,6 +84,11 @@ class PartyHost(ABC):
     def run(self, fn: Callable[[Any], Any], chunks: Sequence[Any]) -> list[Any]:
         """``[fn(c) for c in chunks]``, the chunks spread over the workers (``fn`` module-level)."""
 
+    @property
+    def alive(self) -> bool:
+        """False once closed (or after a worker failed): open a new host."""
+        return True
+
     def party(self, pid: int) -> Any:
         """The client object itself (only where it lives in this process)."""
         raise ConfigError(
@@ -255,6 +260,10 @@ class ProcessHost(PartyHost):
     def processes(self) -> int:
         return len(self._procs)
 
+    @property
+    def alive(self) -> bool:
+        return self._finalizer.alive
+
     def _exchange(self, requests: Mapping[int, tuple[Any, ...]]) -> dict[int, Any]:
         """Send one command to each named worker, then collect every reply."""
         if not self._finalizer.alive:
@@ -264,16 +273,16 @@ class ProcessHost(PartyHost):
             for w, cmd in requests.items():
                 self._conns[w].send(cmd)
         except OSError as exc:
-            raise WorkerCrashed(f"a secfl worker process is gone ({exc}); close this protocol and open a new one") \
-                from None
+            self.close()  # the workers' state is lost with one of them: the next round starts fresh ones
+            raise WorkerCrashed(f"a secfl worker process is gone ({exc})") from None
         for w in requests:
             try:
                 status, value, spent = self._conns[w].recv()
             except (EOFError, OSError):
                 self._procs[w].join(timeout=1)
-                raise WorkerCrashed(
-                    f"secfl worker process {w} exited (exit code {self._procs[w].exitcode}) before answering"
-                ) from None
+                code = self._procs[w].exitcode
+                self.close()
+                raise WorkerCrashed(f"secfl worker process {w} exited (exit code {code}) before answering") from None
             self.seconds += spent
             if status == "crash":
                 crash = crash or value

@@ -1024,7 +1024,7 @@ class SecAgg(IntegerDP, Protocol):
         want = self.options.processes or auto_processes(len(spec.clients))
         if self.options.processes is None and self._spawn_failed:
             want = 1
-        if want > 1 and (self._host is None or self._host.processes != want):
+        if want > 1 and (self._host is None or self._host.processes != want or not self._host.alive):
             self.close()
             try:
                 self._host = make_host(want)
