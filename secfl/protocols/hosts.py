@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 import weakref
@@ -147,6 +148,7 @@ def _worker_main(conn: Connection, window: int) -> None:  # pragma: no cover - r
     later: list[int] = []  # clients not ready yet: offered again after the next command
     held: set[int] = set()  # clients holding prepared work not yet consumed
     background = 0.0  # seconds of offline work not yet reported
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it closes us
     conn.send(("ready", os.getpid(), 0.0))
     while True:
         if todo and (len(held) < window or todo[0] in held) and not conn.poll():
