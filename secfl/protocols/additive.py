@@ -34,6 +34,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -310,6 +311,11 @@ class _AdditiveRound(ProtocolRound):
         if self.spec.seed is None:
             return Prg()
         return Prg(derive_seed(self.spec.seed, "additive/dither", self.spec.round, client))
+
+    def party_state(self, party: int) -> dict[str, Any]:
+        """Aggregation server ``j``: its aggregator (X25519 key, accepted shares, running sum)."""
+        found = [srv for srv in self._servers if srv.id == party]
+        return {"aggregator": found[0]} if found else {}
 
     def holder(self, client: int) -> int:
         """Index of the server that receives ``client``'s vector share."""

@@ -120,6 +120,12 @@ class ProtocolRound(ABC):
             raise MalformedMessageError(f"client {client}: expected exactly one message to the server")
         return parts[0][1]
 
+    def party_state(self, party: int) -> dict[str, Any]:
+        """What ``party`` holds of its own in this round — its keys, key shares or protocol-side
+        object — for attack experiments (:mod:`secfl.threats`) that corrupt it. Nothing here is
+        ever sent; a party without secrets has none (the default)."""
+        return {}
+
     def setup(self) -> None:  # noqa: B027 - optional step
         """Pre-upload message exchange; the default protocol needs none."""
 

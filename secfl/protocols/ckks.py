@@ -298,6 +298,10 @@ class _CkksRound(ProtocolRound):
         #: bound on |revealed mean - exact weighted mean| per coordinate, set by reveal()
         self.error_bound: float | None = None
 
+    def party_state(self, party: int) -> dict[str, Any]:
+        """The key holder, and every provisioned client: the shared secret context."""
+        return self._proto._party_state(party)
+
     def setup(self) -> None:
         self._proto._provision(self.spec, self.net)
         self._acc = CkksAccumulator(self._proto._server_context(), self._count)
@@ -402,6 +406,13 @@ class Ckks(Protocol):
             elif got_secret.context != self._client_secret:
                 raise ProtocolAbort("clients received different CKKS secret contexts")
             self._provisioned.add(client)
+
+    def _party_state(self, party: int) -> dict[str, Any]:
+        if party == KEY_HOLDER and self._holder is not None:
+            return {"secret_context": self._holder}
+        if party in self._provisioned and self._client is not None:
+            return {"secret_context": self._client}
+        return {}
 
     def _server_context(self) -> CkksPublicContext:
         if self._server is None:

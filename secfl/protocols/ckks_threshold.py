@@ -692,6 +692,13 @@ class _ThresholdRound(ProtocolRound):
         #: "combine" s (c_0 + partials, SEAL decode)
         self.timings: dict[str, Any] = {}
 
+
+    def party_state(self, party: int) -> dict[str, Any]:
+        """Quorum member ``j``: its Shamir share of the collective secret key (once generated)."""
+        for m in self._proto.members:
+            if m.party == party and m._share is not None:
+                return {"key_share": m._share}
+        return {}
     def _silent(self, stage: str) -> frozenset[int]:
         return frozenset(self.spec.dropouts.get(stage, frozenset()))
 

@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -886,6 +887,18 @@ class _SecAggRound(ProtocolRound):
     @property
     def server(self) -> _Server:
         return self._server
+
+    def party_state(self, party: int) -> dict[str, Any]:
+        """The server: its graph and active set; client ``c``: its client object (keys, shares
+        received, self-mask seed) while it lives in this process (``processes = 1``)."""
+        if party == self._server.id:
+            return {"graph": self._server.graph, "active": frozenset(self._server.active)}
+        if self._host.processes == 1 and self._epoch >= 0 and party in self._participants:
+            try:
+                return {"client": self._host.party(party)}
+            except KeyError:  # silent before advertise_keys: it holds nothing
+                return {}
+        return {}
 
     # -------------------------------------------------------------------------- rounds 0-1
     def setup(self) -> None:

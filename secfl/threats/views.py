@@ -3,8 +3,10 @@
 :func:`run_round` runs one complete round of a protocol over a recording
 :class:`~secfl.protocols.network.Network` and keeps everything a later adversary may use: each
 party's received messages (bytes), each client's input, the revealed aggregate, and a handle on
-the parties' own secrets (a server's private key, a quorum member's key share) — state a corrupted
-party legitimately holds but never sends.
+the parties' own secrets through :meth:`~secfl.protocols.base.ProtocolRound.party_state` (a
+server's aggregator and private key, a quorum member's key share, a SecAgg client's state) —
+state a corrupted party legitimately holds but never sends. Nothing here reads a protocol's
+private attributes.
 
 :func:`adversary_view` builds a coalition's view: the union of its members' received messages,
 its clients' own inputs and weights, its members' secrets, and the revealed aggregate (which FL
@@ -33,7 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -159,7 +161,7 @@ def corrupt_parties(record: RoundRecord, coalition: Coalition, target: int) -> P
     s, c, m = coalition.resolve(record.deployment)
     others = [k for k in record.clients if k != target]
     if record.protocol == "secagg":
-        graph = getattr(getattr(record.round, "server", None), "graph", {}) or {}
+        graph = record.round.party_state(server_id(0)).get("graph", {})
         near = sorted(graph.get(target, ()))
         others = near + [k for k in others if k not in near]
     return Parties(tuple(server_id(j) for j in range(s)), tuple(others[:c]), tuple(member_id(j) for j in range(m)))
@@ -220,30 +222,16 @@ def adversary_view(record: RoundRecord, parties: Parties, target: int) -> Advers
 
 
 def _secrets(record: RoundRecord, parties: Parties) -> dict[str, Any]:
-    """Handles on corrupted parties' own keys; missing ones are simply absent."""
-    out: dict[str, Any] = {}
-    proto, rnd = record.proto, record.round
-    try:
-        if record.protocol == "additive":
-            servers = getattr(rnd, "_servers", [])
-            out["additive_servers"] = [s for s in servers if s.id in parties.servers]
-            out["additive_round"] = rnd
-        elif record.protocol == "ckks":
-            holder = getattr(proto, "_holder", None)
-            if holder is not None and parties.members:
-                out["ckks_secret_context"] = holder
-        elif record.protocol == "ckks-threshold":
-            members = getattr(proto, "members", [])
-            out["thr_shares"] = {m.index: m._share for m in members
-                                 if m.party in parties.members and getattr(m, "_share", None) is not None}
-            out["thr_proto"] = proto
-        elif record.protocol == "secagg":
-            out["secagg_encoder"] = getattr(rnd, "encoder", None)
-            out["secagg_round"] = rnd
-            out["secagg_clients"] = {c: cast(Any, rnd).client(c) for c in parties.clients}
-    except AttributeError:  # a protocol's internals moved: the adversary falls back to bytes
-        pass
-    return out
+    """The corrupted parties' own state (``ProtocolRound.party_state``: keys, key shares,
+    protocol-side objects), plus the round and protocol objects for their public parameters."""
+    states = {p: st for p in parties.all if (st := record.round.party_state(p))}
+    return {"states": states, "round": record.round, "proto": record.proto}
+
+
+def _held(view: AdversaryView, key: str, among: tuple[int, ...] | None = None) -> dict[int, Any]:
+    """``{party: state[key]}`` over the coalition's parties (or ``among`` them) that hold ``key``."""
+    states = view.secrets.get("states", {})
+    return {p: st[key] for p, st in states.items() if key in st and (among is None or p in among)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -331,7 +319,8 @@ def _ckks(view: AdversaryView) -> Estimate | None:
     if data is None:
         return None
     msg = CkksUpdate.from_bytes(data, expect_sender=view.target)
-    ctx = view.secrets.get("ckks_secret_context")
+    held = _held(view, "secret_context", view.parties.members)
+    ctx = next(iter(held.values()), None)
     where = "the key holder's secret key"
     if ctx is None:
         for d in view.of_kind(MsgType.CKKS_SECRET_CONTEXT):
@@ -354,8 +343,8 @@ def _ckks_threshold(view: AdversaryView) -> Estimate | None:
     if data is None:
         return None
     msg = ThrUpdate.from_bytes(data, expect_sender=view.target)
-    shares = view.secrets.get("thr_shares") or {}
-    proto = view.secrets.get("thr_proto")
+    shares = {m - member_id(0): share for m, share in _held(view, "key_share").items()}
+    proto = view.secrets.get("proto")
     t = proto.options.quorum[0] if proto is not None else None
     if proto is None or t is None or len(shares) < t:
         return Estimate(_as_given(bytes_as_vector(msg.ciphertexts, view.dim), view),
@@ -374,8 +363,8 @@ def _ckks_threshold(view: AdversaryView) -> Estimate | None:
 def _additive(view: AdversaryView) -> Estimate | None:
     from secfl.protocols.additive import ShareKind
 
-    servers = view.secrets.get("additive_servers") or []
-    rnd = view.secrets.get("additive_round")
+    servers = list(_held(view, "aggregator").values())
+    rnd = view.secrets.get("round")
     messages = {d.recipient: d.data for d in view.of_kind(MsgType.ADD_SHARE) if d.sender == view.target}
     if not messages:
         return None
@@ -412,7 +401,8 @@ def _secagg(view: AdversaryView) -> Estimate | None:
     if data is None:
         return None
     msg = SaMaskedInput.from_bytes(data, expect_sender=view.target)
-    encoder = view.secrets.get("secagg_encoder")
+    rnd = view.secrets.get("round")
+    encoder = getattr(rnd, "encoder", None) if server_id(0) in view.parties.servers else None
     if encoder is None:
         return Estimate(_as_given(bytes_as_vector(msg.packed, view.dim), view), "masked input bytes as given",
                         True, False)
@@ -440,12 +430,13 @@ def _secagg_unmask(view: AdversaryView, y: np.ndarray, encoder: Any) -> tuple[np
     from secfl.crypto.sharing import reconstruct_bytes
     from secfl.protocols.secagg import SaAdvertiseKeys, SaUnmaskResponse, add_masks, pair_seed
 
-    rnd = view.secrets.get("secagg_round")
-    colluders = view.secrets.get("secagg_clients") or {}
-    if rnd is None or server_id(0) not in view.parties.servers:
+    rnd = view.secrets.get("round")
+    colluders = _held(view, "client", view.parties.clients)
+    server = view.secrets.get("states", {}).get(server_id(0))
+    if rnd is None or server is None:
         return None
     u, t = view.target, int(rnd.t)
-    graph = rnd.server.graph  # the server built it
+    graph, active = server["graph"], server["active"]  # the server built them
     near = [v for v in sorted(colluders) if v in graph.get(u, ())]
     if len(near) < t:
         return None
@@ -468,7 +459,7 @@ def _secagg_unmask(view: AdversaryView, y: np.ndarray, encoder: Any) -> tuple[np
         return None
     b_u = reconstruct_bytes(b_points[:t], np.stack(b_rows[:t]), t, SEED_BYTES)
     seeds = [(b_u, -1)]  # the client added +PRG(b_u)
-    for v in sorted(graph[u] & rnd.server.active):  # it added +PRG(s_uv) for v > u, −PRG(s_uv) for v < u
+    for v in sorted(graph[u] & active):  # it added +PRG(s_uv) for v > u, −PRG(s_uv) for v < u
         seeds.append((pair_seed(s_u, PublicKey(s_pk[v]), rnd.spec.round, u, v), -1 if u < v else 1))
     x = add_masks(encoder.ring, np.array(y, copy=True), seeds)
     return x, f"masked input unmasked: mask key rebuilt from {t} neighbours' shares, self-mask from the unmask step"
