@@ -59,6 +59,10 @@ def markdown(report: ThreatReport) -> str:
                      f"{bl['mean_image_psnr']:.1f} dB / {bl['mean_image_ssim']:.2f} | "
                      f"{bl['random_vector_inversion_psnr']:.1f} dB / {bl['random_vector_inversion_ssim']:.2f} | "
                      f"{bl['label_chance']:.0%} | {bl['auc_chance']:.2f} |")
+    lines += ["", "The label column measures one target's batch: at batch size 1 it is a single draw, so an "
+              "estimate that carries nothing about the update still scores 100 % as often as the chance column "
+              "says (e.g. an unopened ciphertext read as given). Judge it against that column, across cells, "
+              "not cell by cell."]
     for b in cfg.batch_sizes:
         lines += ["", f"## Batch size {b}", "", "| protocol | " + " | ".join(models) + " |",
                   "|---|" + "---|" * len(models)]
