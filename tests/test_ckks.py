@@ -425,3 +425,36 @@ def test_multi_prime_decoding_of_values_beyond_the_first_prime(params):
     assert float(np.max(np.abs(x))) * params.scale > params.data_primes[0]
     got = sk.decrypt(sk.public().encrypt(x), x.size)
     assert np.max(np.abs(got - x)) <= params.sum_error_bound(1, 2e6)
+
+
+@pytest.mark.parametrize("preset", [p.value for p in CkksPreset])
+def test_seeded_ciphertexts_sum_with_full_ones_within_bound(preset):
+    sk = keys(preset)
+    pub, p = sk.public(), sk.params
+    d = 2 * p.values_per_ciphertext + 7
+    xs = np.random.default_rng(11).uniform(-1, 1, (3, d))
+    acc = CkksAccumulator(pub, p.ciphertexts_for(d))
+    blob = sk.encrypt_seeded_to_bytes(xs[0])
+    assert len(blob) == ckks.seeded_nbytes(p, p.ciphertexts_for(d))
+    acc.add_seeded(blob)
+    acc.add_seeded(sk.encrypt_seeded_to_bytes(xs[1]))
+    acc.add(pub.encrypt(xs[2]))  # both forms in one sum
+    got = sk.decrypt(acc.result(), d)
+    assert acc.summands == 3
+    assert np.max(np.abs(got - xs.sum(0))) <= p.sum_error_bound(3, 1.0)
+    # a key holder (or an adversary with the key) reads one seeded upload in full form
+    one = sk.decrypt(pub.ciphertexts_from_seeded_bytes(blob), d)
+    assert np.max(np.abs(one - xs[0])) <= p.sum_error_bound(1, 1.0)
+
+
+def test_seeded_ciphertexts_need_the_secret_key_and_the_right_context():
+    sk = keys()
+    with pytest.raises(ConfigError, match="secret"):
+        CkksEncryptor(sk.public()).encrypt_seeded_to_bytes(np.zeros(10))
+    other = CkksSecretContext.generate("compact")
+    acc = CkksAccumulator(sk.public(), 1)
+    with pytest.raises(MalformedMessageError, match="another key"):
+        acc.add_seeded(other.encrypt_seeded_to_bytes(np.zeros(10)))
+    with pytest.raises(MalformedMessageError, match="count"):
+        acc.add_seeded(sk.encrypt_seeded_to_bytes(np.zeros(3 * sk.params.values_per_ciphertext)))
+    assert acc.summands == 0

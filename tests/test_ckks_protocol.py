@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import secfl
-from secfl.crypto.ckks import CkksParams, CkksPublicContext, CkksSecretContext
+from secfl.crypto.ckks import CkksParams, CkksPublicContext, CkksSecretContext, seeded_nbytes
 from secfl.errors import (
     ConfigError,
     DecryptionRefusedError,
@@ -264,3 +264,51 @@ def test_protect_before_setup_and_unprovisioned_clients_abort():
     with pytest.raises(ProtocolAbort, match="not provisioned"):
         r.protect(5, np.zeros(5), 1.0)
     proto.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("upload", ["seeded", "full"])
+def test_both_upload_forms_give_the_mean_and_seeded_halves_the_bytes(upload, workers):
+    xs = np.random.default_rng(9).uniform(-1, 1, size=(3, 30 * 2048))
+    ws = np.array([1.0, 2.0, 3.0])
+    proto = make_protocol("ckks", upload=upload, workers=workers)
+    net = Network()
+    try:
+        r, rev = _run(proto, net, xs, ws)
+    finally:
+        proto.close()
+    assert np.max(np.abs(rev.mean - _reference(xs, ws, range(3)))) <= r.error_bound
+    size = len(CkksUpdate.from_bytes(r.protect(0, xs[0], 1.0).parts[0][1]).ciphertexts)
+    count = proto.params.ciphertexts_for(xs.shape[1] + 1)
+    full = 20 + count * proto.params.ciphertext_bytes
+    assert size == (seeded_nbytes(proto.params, count) if upload == "seeded" else full)
+    if upload == "seeded":
+        assert 0.5 < size / full < 0.51  # c0 and a 65-byte seed instead of c1
+
+
+def test_seeded_uploads_are_parsed_strictly_and_cost_only_the_sender():
+    xs = np.random.default_rng(10).uniform(-1, 1, size=(3, 5000))
+    proto = make_protocol("ckks")
+    net = Network()
+    spec = RoundSpec(0, (0, 1, 2), xs.shape[1])
+    r = proto.open_round(spec, net)
+    r.setup()
+    good = r.protect(0, xs[0], 1.0)
+    msg = CkksUpdate.from_bytes(good.parts[0][1])
+    body = bytearray(msg.ciphertexts)
+    bad_type = bytearray(body)
+    bad_type[-65] = 9  # the last ciphertext's PRNG type
+    for broken in (bytes(body[:-1]), bytes(bad_type)):
+        forged = CkksUpdate(0, 1, broken).to_bytes()
+        with pytest.raises(MalformedMessageError):
+            r.receive(1, Upload(((server_id(0), forged),)))
+    out_of_range = bytearray(body)
+    out_of_range[20:27] = b"\xff" * 7  # the first c0 coefficient above its prime
+    with pytest.raises(MalformedMessageError, match="not reduced"):
+        r.receive(1, Upload(((server_id(0), CkksUpdate(0, 1, bytes(out_of_range)).to_bytes()),)))
+    r.receive(0, good)
+    r.receive(1, r.protect(1, xs[1], 1.0))  # the rejected attempts cost client 1 nothing
+    rev = r.reveal()
+    proto.close()
+    assert rev.included == (0, 1)
+    assert np.max(np.abs(rev.mean - xs[:2].mean(0))) <= r.error_bound

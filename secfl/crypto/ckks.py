@@ -516,6 +516,22 @@ def _sealapi() -> Any:
 # flag (u8), size, N, L (u64), scale (f64), correction factor (u64) = 73 bytes; then the nested
 # coefficient array: 16-byte header + count (u64) = 24 bytes; then the coefficients.
 _CT_BODY_META = 73 + 24
+# A seeded ciphertext body: the same 73 bytes of metadata, then the 16-byte header and count (u64) of
+# a coefficient array holding c0 only, the coefficients, then SEAL's UniformRandomGeneratorInfo:
+# its own 16-byte header, the PRNG type (1 byte) and the 64-byte seed.
+_SEEDED_META = 73 + 24
+HEADER_LEN = 16
+SEED_BYTES_WIRE = 1 + 64
+_SEED_INFO_BYTES = HEADER_LEN + SEED_BYTES_WIRE
+_PRNG_TYPES = (1, 2)  # SEAL's prng_type: blake2xb, shake256
+
+
+def _seed_info_header() -> np.ndarray:
+    head = seal_bridge.SealHeader(seal_bridge.SEAL_VERSION_MAJOR, seal_bridge.SEAL_VERSION_MINOR, 0,
+                                  _SEED_INFO_BYTES).to_bytes()
+    return np.frombuffer(head, dtype=np.uint8)
+
+
 # SEAL's body is decompressed at this offset into each buffer row, which puts the coefficients
 # (at 7 + 97 = 104) on an 8-byte boundary.
 _ROW_PAD = 7
@@ -576,6 +592,57 @@ class _SealState:
         coeffs = buf[:, start : start + self.data_len].view(np.uint64)
         return coeffs.reshape(b, 2, len(p.data_primes), p.poly_degree)
 
+    def encrypt_seeded_block(self, slots: np.ndarray, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, N/2) slot rows -> SEAL's *seeded* symmetric ciphertexts: ``c0`` as (B, L, N) uint64
+        NTT-form residues and, per ciphertext, the 65 bytes from which SEAL regenerates ``c1``
+        (PRNG type and 64-byte seed), as (B, 65) uint8 -- read out of SEAL's own serialization of
+        ``Encryptor.encrypt_symmetric(plain)`` into ``buf`` (B, stride) uint8. Needs the secret key."""
+        if self._secret_key is None:
+            raise ConfigError("seeded ciphertexts need symmetric encryption (a secret context)")
+        p = self.params
+        b = slots.shape[0]
+        nl = len(p.data_primes) * p.poly_degree
+        body_len = _SEEDED_META + 8 * nl + _SEED_INFO_BYTES
+        encrypt, encode, scale = self.encryptor().encrypt_symmetric, self.encoder.encode, p.scale
+        save = seal_bridge.seal_scratch().save_body_into
+        pt = _sealapi().Plaintext()
+        for i in range(b):
+            try:
+                encode(slots[i].tolist(), scale, pt)
+            except (ValueError, RuntimeError, TypeError) as exc:
+                raise ConfigError(f"ckks: SEAL's encoder refused the values ({exc}); value x scale must stay"
+                                  " inside the modulus (check_overflow)") from None
+            if save(encrypt(pt), buf[i, _ROW_PAD:], "SEAL seeded ciphertext") != body_len:
+                raise MalformedMessageError("SEAL saved a seeded ciphertext of unexpected size")
+        rows = buf[:, _ROW_PAD : _ROW_PAD + body_len]
+        if not bool(np.all(rows[:, :_SEEDED_META] == self.seeded_meta())):
+            raise MalformedMessageError("SEAL produced a seeded ciphertext with unexpected metadata")
+        tails = rows[:, _SEEDED_META + 8 * nl :]
+        if not bool(np.all(tails[:, :HEADER_LEN] == _seed_info_header())):
+            raise MalformedMessageError("SEAL produced a seeded ciphertext with an unexpected seed record")
+        c0 = buf[:, _ROW_PAD + _SEEDED_META : _ROW_PAD + _SEEDED_META + 8 * nl].view(np.uint64)
+        return c0.reshape(b, len(p.data_primes), p.poly_degree), tails[:, HEADER_LEN:]
+
+    def seeded_meta(self) -> np.ndarray:
+        """The first bytes of every seeded ciphertext body SEAL writes for these parameters:
+        parms_id, NTT flag, size 2, N, L, scale, correction factor 1, then the header and count
+        of a coefficient array holding ``c0`` only."""
+        p = self.params
+        nl = len(p.data_primes) * p.poly_degree
+        meta = struct.pack("<4QBQQQdQ", *self.parms_id, 1, 2, p.poly_degree, len(p.data_primes), p.scale, 1)
+        inner = seal_bridge.SealHeader(seal_bridge.SEAL_VERSION_MAJOR, seal_bridge.SEAL_VERSION_MINOR, 0,
+                                       HEADER_LEN + 8 + 8 * nl).to_bytes()
+        return np.frombuffer(meta + inner + struct.pack("<Q", nl), dtype=np.uint8)
+
+    def load_seeded(self, ct: Any, c0: np.ndarray, seed: bytes) -> Any:
+        """(L, N) ``c0`` residues + 65 seed bytes -> the SEAL ``Ciphertext`` ``ct``: SEAL parses the
+        rebuilt seeded serialization, validates it and regenerates ``c1`` from the seed."""
+        body = self.seeded_meta().tobytes() + np.ascontiguousarray(c0, dtype="<u8").tobytes() + \
+            _seed_info_header().tobytes() + seed
+        head = seal_bridge.SealHeader(seal_bridge.SEAL_VERSION_MAJOR, seal_bridge.SEAL_VERSION_MINOR, 0,
+                                      HEADER_LEN + len(body))
+        return seal_bridge.seal_scratch().load(ct, self.context, head.to_bytes() + body)
+
     def _check_layout(self, buf: np.ndarray) -> None:
         """Every saved ciphertext must carry the metadata of the first one, which is parsed in
         full (parms_id, NTT form, size 2, N, L, scale, coefficients below their primes)."""
@@ -583,7 +650,8 @@ class _SealState:
         if self._reference is None:
             p = self.params
             body = buf[0, _ROW_PAD : _ROW_PAD + self.body_len].tobytes()
-            head = seal_bridge.SealHeader(seal_bridge.SEAL_VERSION_MAJOR, 3, 0, seal_bridge.HEADER_BYTES + len(body))
+            head = seal_bridge.SealHeader(seal_bridge.SEAL_VERSION_MAJOR, seal_bridge.SEAL_VERSION_MINOR, 0,
+                                         seal_bridge.HEADER_BYTES + len(body))
             first = seal_bridge.SealCiphertext.from_bytes(head.to_bytes() + body, moduli=p.data_primes)
             if (first.parms_id != self.parms_id or not first.is_ntt_form or first.data.shape[0] != 2
                     or first.scale != p.scale or first.correction_factor != 1):
@@ -765,12 +833,14 @@ class CkksPublicContext:
             _pack_polys_into(block, p.data_primes, dest)
         return out.tobytes()
 
-    def _encrypt_blocks(self, values: np.ndarray, state: _SealState | None = None
-                        ) -> Iterator[tuple[int, np.ndarray]]:
-        """(first ciphertext index, (B, 2, L, N) ciphertexts) per batch; every batch is a view of
-        one reused buffer, valid until the next one is produced."""
+    def _encrypt_blocks(self, values: np.ndarray, state: _SealState | None = None, *, seeded: bool = False
+                        ) -> Iterator[tuple[int, Any]]:
+        """(first ciphertext index, (B, 2, L, N) ciphertexts) per batch -- with ``seeded``,
+        (first index, ((B, L, N) c0, (B, 65) seeds)); every batch is a view of one reused buffer,
+        valid until the next one is produced."""
         p = self.params
         state = self._seal() if state is None else state
+        encrypt = state.encrypt_seeded_block if seeded else state.encrypt_block
         count = p.ciphertexts_for(values.size)
         per = p.values_per_ciphertext
         buf = np.empty((min(count, _CHUNK), state.stride), dtype=np.uint8)
@@ -782,9 +852,21 @@ class CkksPublicContext:
                 padded[: piece.size] = piece
                 piece = padded
             rows = piece.view(np.complex128) if p.complex_packing else piece
-            yield start, state.encrypt_block(rows.reshape(stop - start, p.slots), buf[: stop - start])
+            yield start, encrypt(rows.reshape(stop - start, p.slots), buf[: stop - start])
 
     # -- ciphertext parsing ----------------------------------------------------------------------
+
+    def ciphertexts_from_seeded_bytes(self, data: bytes, *, expect_count: int | None = None) -> CkksCiphertexts:
+        """Seeded ciphertexts (:meth:`CkksSecretContext.encrypt_seeded_to_bytes`) in full form:
+        parsed as strictly as :meth:`CkksAccumulator.add_seeded`, ``c1`` regenerated by SEAL."""
+        if len(data) < _CT_HEAD.size:
+            raise MalformedMessageError(f"CKKS seeded ciphertexts: truncated ({len(data)} bytes)")
+        count = _CT_HEAD.unpack_from(data, 0)[1] if expect_count is None else expect_count
+        if count < 1:
+            raise MalformedMessageError("CKKS seeded ciphertexts: count 0")
+        acc = CkksAccumulator(self, count)
+        acc.add_seeded(data)
+        return acc.result()
 
     def ciphertexts_from_bytes(self, data: bytes, *, expect_count: int | None = None) -> CkksCiphertexts:
         """Parse a :meth:`CkksCiphertexts.to_bytes` blob made under this context, strictly."""
@@ -945,6 +1027,28 @@ class CkksSecretContext:
     def _encrypt_packed(self, values: np.ndarray, head: bytes = b"") -> bytes:
         return self._public._encrypt_packed(values, head, self._seal())
 
+    def encrypt_seeded_to_bytes(self, values: np.ndarray) -> bytes:
+        """SEAL's seeded symmetric encryption, serialized: context id (16 B) and count (u32), then
+        every ciphertext's ``c0`` bit-packed like :meth:`CkksCiphertexts.to_bytes`, then per
+        ciphertext the PRNG type (1 B) and the 64-byte seed from which SEAL regenerates ``c1``
+        (:meth:`CkksAccumulator.add_seeded`). About half the bytes of the full form."""
+        vals = _as_values(values)
+        c0, seeds = self._encrypt_seeded_parts(vals)
+        return _CT_HEAD.pack(self.context_id, self.params.ciphertexts_for(vals.size)) + c0 + seeds
+
+    def _encrypt_seeded_parts(self, vals: np.ndarray) -> tuple[bytes, bytes]:
+        """(packed ``c0`` of every ciphertext, their seed records) for whole or zero-padded ciphertexts."""
+        p = self.params
+        count = p.ciphertexts_for(vals.size)
+        per_c0 = p.ciphertext_bytes // 2
+        c0_area = np.empty(count * per_c0, dtype=np.uint8)
+        seeds = np.empty((count, SEED_BYTES_WIRE), dtype=np.uint8)
+        for start, (c0, tails) in self._public._encrypt_blocks(vals, self._seal(), seeded=True):
+            b = c0.shape[0]
+            _pack_polys_into(c0[:, None], p.data_primes, c0_area[start * per_c0 : (start + b) * per_c0])
+            seeds[start : start + b] = tails
+        return c0_area.tobytes(), seeds.tobytes()
+
     # -- decryption ------------------------------------------------------------------------------
 
     def decrypt(self, ciphertexts: CkksCiphertexts, n_values: int | None = None) -> np.ndarray:
@@ -986,6 +1090,11 @@ class CkksSecretContext:
 
 
 _CT_HEAD = struct.Struct("<16sI")  # context id, ciphertext count
+
+
+def seeded_nbytes(params: CkksParams, count: int) -> int:
+    """Bytes of ``count`` seeded ciphertexts (:meth:`CkksSecretContext.encrypt_seeded_to_bytes`)."""
+    return _CT_HEAD.size + count * (params.ciphertext_bytes // 2 + SEED_BYTES_WIRE)
 
 
 class CkksCiphertexts:
@@ -1074,7 +1183,7 @@ class CkksAccumulator:
     Holds one batch worth of ciphertexts however many are added.
     """
 
-    __slots__ = ("context", "_sum", "_q", "summands")
+    __slots__ = ("context", "_sum", "_q", "summands", "_seal_sum", "_evaluator")
 
     def __init__(self, context: CkksPublicContext, count: int) -> None:
         p = context.params
@@ -1082,6 +1191,46 @@ class CkksAccumulator:
         self._sum = np.zeros((count, 2, len(p.data_primes), p.poly_degree), dtype=np.uint64)
         self._q = np.asarray(p.data_primes, dtype=np.uint64)[:, None]
         self.summands = 0
+        self._seal_sum: list[Any] | None = None  # seeded uploads, summed by SEAL's Evaluator
+        self._evaluator: Any = None
+
+    def add_seeded(self, data: bytes) -> None:
+        """Fold in one upload of seeded ciphertexts. Strict parse first (context id, count, exact
+        length, every ``c0`` coefficient below its prime, known PRNG type); then SEAL loads each
+        ciphertext (validating it and regenerating ``c1`` from its seed) and adds it with
+        ``Evaluator.add_inplace``. Nothing is added unless the whole upload loads."""
+        ctx, p = self.context, self.context.params
+        count = self._sum.shape[0]
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MalformedMessageError(f"CKKS seeded ciphertexts: expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < _CT_HEAD.size:
+            raise MalformedMessageError(f"CKKS seeded ciphertexts: truncated ({len(data)} bytes)")
+        cid, got = _CT_HEAD.unpack_from(data, 0)
+        if cid != ctx.context_id:
+            raise MalformedMessageError("CKKS seeded ciphertexts: made under another key / parameter set")
+        if got != count:
+            raise MalformedMessageError(f"CKKS seeded ciphertexts: count {got}, expected {count}")
+        if len(data) != seeded_nbytes(p, count):
+            raise MalformedMessageError(f"CKKS seeded ciphertexts: {len(data)} bytes, expected "
+                                        f"{seeded_nbytes(p, count)}")
+        per_c0 = p.ciphertext_bytes // 2
+        c0 = _unpack_polys(memoryview(data)[_CT_HEAD.size : _CT_HEAD.size + count * per_c0], count, 1,
+                           p.data_primes, p.poly_degree, "CKKS seeded ciphertexts")[:, 0]
+        seeds = np.frombuffer(data, dtype=np.uint8, offset=_CT_HEAD.size + count * per_c0).reshape(
+            count, SEED_BYTES_WIRE)
+        if not bool(np.isin(seeds[:, 0], _PRNG_TYPES).all()):
+            raise MalformedMessageError("CKKS seeded ciphertexts: unknown PRNG type")
+        api, state = _sealapi(), ctx._seal()
+        loaded = [state.load_seeded(api.Ciphertext(), c0[c], seeds[c].tobytes()) for c in range(count)]
+        if self._seal_sum is None:
+            self._seal_sum = loaded
+        else:
+            if self._evaluator is None:
+                self._evaluator = api.Evaluator(state.context)
+            for acc, ct in zip(self._seal_sum, loaded, strict=True):
+                self._evaluator.add_inplace(acc, ct)
+        self.summands += 1
 
     def add(self, batch: CkksCiphertexts) -> None:
         if batch.context_id != self.context.context_id:
@@ -1095,7 +1244,15 @@ class CkksAccumulator:
         self.summands += batch.summands
 
     def result(self) -> CkksCiphertexts:
-        return CkksCiphertexts(self.context, self._sum.copy(), self.summands)
+        out = CkksCiphertexts(self.context, self._sum.copy(), self.summands)
+        if self._seal_sum is not None:  # SEAL's sum of the seeded uploads joins the parsed one
+            seeded = CkksCiphertexts.from_seal(self.context, self._seal_sum)
+            total = out.data
+            for start in range(0, total.shape[0], _CHUNK):
+                t = total[start : start + _CHUNK]
+                t += seeded.data[start : start + _CHUNK]
+                np.minimum(t, t - self._q, out=t)
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1115,6 +1272,12 @@ def _worker_encrypt(values: np.ndarray) -> bytes:
     if _WORKER_CTX is None:  # pragma: no cover - initializer always runs first
         raise ConfigError("encryption worker has no context")
     return _WORKER_CTX._encrypt_packed(values)
+
+
+def _worker_encrypt_seeded(values: np.ndarray) -> tuple[bytes, bytes]:
+    if not isinstance(_WORKER_CTX, CkksSecretContext):  # pragma: no cover - the encryptor checks first
+        raise ConfigError("seeded encryption worker has no secret context")
+    return _WORKER_CTX._encrypt_seeded_parts(values)
 
 
 class CkksEncryptor:
@@ -1146,6 +1309,27 @@ class CkksEncryptor:
             self._pool = ProcessPoolExecutor(self.workers - 1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_worker_init, initargs=(blob, secret))
         return self._pool
+
+    def encrypt_seeded_to_bytes(self, values: np.ndarray) -> bytes:
+        """:meth:`CkksSecretContext.encrypt_seeded_to_bytes`, split over the pool like
+        :meth:`encrypt_to_bytes` (needs a secret context)."""
+        ctx = self.context
+        if not isinstance(ctx, CkksSecretContext):
+            raise ConfigError("seeded ciphertexts need the secret context (symmetric encryption)")
+        vals = _as_values(values)
+        p = ctx.params
+        count = p.ciphertexts_for(vals.size)
+        head = _CT_HEAD.pack(ctx.context_id, count)
+        if self.workers == 1 or count < 2 * self.workers:
+            c0, seeds = ctx._encrypt_seeded_parts(vals)
+            return head + c0 + seeds
+        per = p.values_per_ciphertext
+        bounds = [count * t // self.workers for t in range(self.workers + 1)]
+        pool = self._executor()
+        futures = [pool.submit(_worker_encrypt_seeded, vals[bounds[t] * per : bounds[t + 1] * per])
+                   for t in range(1, self.workers)]
+        parts = [ctx._encrypt_seeded_parts(vals[: bounds[1] * per]), *(f.result() for f in futures)]
+        return b"".join([head, *(c for c, _ in parts), *(sd for _, sd in parts)])
 
     def encrypt_to_bytes(self, values: np.ndarray) -> bytes:
         """``CkksCiphertexts.to_bytes()`` of the encryption of ``values``."""

@@ -74,6 +74,8 @@ __all__ = [
 
 SEAL_MAGIC = 0xA15E
 SEAL_VERSION_MAJOR = 4
+#: the minor version this SEAL build writes into the headers of the objects it saves
+SEAL_VERSION_MINOR = 3
 _HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compr mode, reserved, total size
 HEADER_BYTES = _HEADER.size  # 16
 _CT_META = struct.Struct("<4QBQQQdQ")  # parms_id, ntt flag, size, N, L, scale, correction factor

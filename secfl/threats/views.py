@@ -313,7 +313,7 @@ def _plaintext(view: AdversaryView) -> Estimate | None:
 
 def _ckks(view: AdversaryView) -> Estimate | None:
     from secfl.crypto.ckks import CkksSecretContext
-    from secfl.protocols.ckks import CkksSecretContextMessage, CkksUpdate
+    from secfl.protocols.ckks import CkksSecretContextMessage, CkksUpdate, UploadForm
 
     data = _server_message(view, MsgType.CKKS_UPDATE)
     if data is None:
@@ -330,7 +330,9 @@ def _ckks(view: AdversaryView) -> Estimate | None:
     if ctx is None:
         return Estimate(_as_given(bytes_as_vector(msg.ciphertexts, view.dim), view),
                         "CKKS ciphertext bytes as given (no key in the view)", True, False)
-    cts = ctx.public().ciphertexts_from_bytes(msg.ciphertexts)
+    pub = ctx.public()
+    seeded = getattr(getattr(view.secrets.get("proto"), "options", None), "upload", None) == UploadForm.SEEDED
+    cts = pub.ciphertexts_from_seeded_bytes(msg.ciphertexts) if seeded else pub.ciphertexts_from_bytes(msg.ciphertexts)
     values = ctx.decrypt(cts, view.dim + 1)
     return Estimate(values[:-1] / values[-1], f"CKKS_UPDATE decrypted with {where}", True, True)
 
