@@ -12,7 +12,9 @@ For each preset and vector length (10^4, 10^5, 10^6 parameters) it measures, thr
 * bytes per parameter of the whole ``CKKS_UPDATE`` frame (framing included) and the ratio to
   float32;
 * server aggregation -- total time to parse, validate and fold in the uploads of 10 and of
-  100 clients (``receive``);
+  100 clients (``receive``; seeded uploads: SEAL loads each ciphertext, regenerating ``c1``);
+
+Uploads are seeded (``ckks`` default: ``c0`` plus SEAL's 64-byte seed) unless ``--upload full``.
 * decryption -- the key holder's parse + decrypt + decode of the aggregate, and the whole
   ``reveal`` (server serializes the aggregate, key holder decrypts).
 
@@ -113,11 +115,11 @@ def _interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, t
 
 
 def bench_preset(preset: CkksPreset, sizes: list[int], repeats: int, clients: tuple[int, ...],
-                 workers: int = 2) -> list[dict[str, Any]]:
+                 workers: int = 2, upload_form: str = "seeded") -> list[dict[str, Any]]:
     rows = []
     params = CkksParams.from_preset(preset)
     for dim in sizes:
-        proto = make_protocol("ckks", preset=preset.value, clip_range=1.0)
+        proto = make_protocol("ckks", preset=preset.value, clip_range=1.0, upload=upload_form)
         net = Network()
         rng = np.random.default_rng(dim)
         rnd_no = 0
@@ -132,7 +134,8 @@ def bench_preset(preset: CkksPreset, sizes: list[int], repeats: int, clients: tu
         }
         pool_proto = None
         if workers > 1:
-            pool_proto = make_protocol("ckks", preset=preset.value, clip_range=1.0, workers=workers)
+            pool_proto = make_protocol("ckks", preset=preset.value, clip_range=1.0, workers=workers,
+                                       upload=upload_form)
             pool_rnd = pool_proto.open_round(RoundSpec(0, (0,), dim), Network())
             pool_rnd.setup()
             pool_rnd.protect(0, x, 100.0)  # warm-up: spawns the pool, each worker loads the context
@@ -152,7 +155,8 @@ def bench_preset(preset: CkksPreset, sizes: list[int], repeats: int, clients: tu
         distinct = [CkksUpdate.from_bytes(rnd.protect(0, rng.uniform(-1, 1, dim), 50.0 + i).parts[0][1]).ciphertexts
                     for i in range(3)]
         row: dict[str, Any] = {
-            "preset": preset.value,
+            "preset": preset.value if upload_form == "seeded" else f"{preset.value} (full)",
+            "upload": upload_form,
             "params": params.describe(),
             "security_bits": params.security_level,
             "dim": dim,
@@ -333,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="encryption processes for the pool column (1: skip)")
     ap.add_argument("--wait-for-load", type=float, default=None,
                     help="before each preset wait (up to 15 min) until the 1-minute load average is below this")
+    ap.add_argument("--upload", default="seeded", choices=["seeded", "full"],
+                    help="ckks upload form (seeded: c0 + SEAL's seed; full: both polynomials)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
@@ -354,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.presets.split(","):
         if args.wait_for_load is not None:
             _wait_for_load(args.wait_for_load)
-        rows += bench_preset(CkksPreset(name.strip()), sizes, repeats, clients, args.workers)
+        rows += bench_preset(CkksPreset(name.strip()), sizes, repeats, clients, args.workers, args.upload)
     if not args.no_tenseal:
         rows += bench_tenseal(sizes, min(repeats, 3), clients, args.full)
     meta["load_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

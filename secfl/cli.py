@@ -226,13 +226,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("\nCKKS presets (bytes per parameter measured on serialized ciphertexts of "
               f"{presets[0].get('measured_values', '?'):,} values):")
         print(f"  {'protocol':<15} {'preset':<10} {'N':>6} {'primes (bits)':<14} {'scale':>6} {'security':>9} "
-              f"{'B/param':>8} {'x float32':>9}")
+              f"{'B/param':>8} {'x float32':>9} {'seeded B/param':>15}")
         for row in presets:
             primes = "+".join(str(b) for b in row["coeff_bits"])
+            seeded = row.get("seeded_bytes_per_param")
             print(f"  {row['protocol']:<15} {row['name']:<10} {row['poly_degree']:>6} {primes:<14} "
                   f"{'2^' + str(row['scale_bits']):>6} "
                   f"{str(row['security_bits']) + '-bit':>9} {row['bytes_per_param']:>8.2f} "
-                  f"{row['bytes_per_param'] / 4.0:>9.2f}")
+                  f"{row['bytes_per_param'] / 4.0:>9.2f} {'–' if seeded is None else f'{seeded:.2f}':>15}")
     if args.json:
         print(json.dumps({**info, "protocols": protos, "ckks_presets": presets}, indent=2))
     return 0

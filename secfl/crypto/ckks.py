@@ -1371,7 +1371,8 @@ def preset_table(measure_values: int = 100_000) -> list[dict[str, Any]]:
     Keys: name, poly_degree, coeff_bits, data_primes_bits, scale_bits, complex_packing,
     values_per_ciphertext, security_bits, ciphertext_bytes, bytes_per_param (the serialized
     ciphertexts of ``measure_values`` reals, their 20-byte header included; a protocol message adds
-    30 bytes of framing and one slot for the weight), ratio_to_float32, max_clients_at_clip_1
+    30 bytes of framing and one slot for the weight), ratio_to_float32, seeded_bytes_per_param (the
+    same in the seeded form ``ckks`` uploads by default; absent for public-key-only presets), max_clients_at_clip_1
     (the overflow bound for values in [-1, 1]), error_bound_10_clients (bound on each real of a
     sum of 10 encryptions), measured_values.
     """
@@ -1381,6 +1382,7 @@ def preset_table(measure_values: int = 100_000) -> list[dict[str, Any]]:
         sk = CkksSecretContext.generate(p)
         blob = sk.public().encrypt(np.zeros(measure_values)).to_bytes()
         bpp = len(blob) / measure_values
+        seeded = len(sk.encrypt_seeded_to_bytes(np.zeros(measure_values))) / measure_values
         rows.append({
             "name": preset.value,
             "poly_degree": p.poly_degree,
@@ -1393,6 +1395,7 @@ def preset_table(measure_values: int = 100_000) -> list[dict[str, Any]]:
             "ciphertext_bytes": p.ciphertext_bytes,
             "bytes_per_param": round(bpp, 3),
             "ratio_to_float32": round(bpp / 4.0, 3),
+            "seeded_bytes_per_param": round(seeded, 3),
             "max_clients_at_clip_1": p.max_clients(1.0),
             "error_bound_10_clients": float(f"{p.sum_error_bound(10, 1.0):.3g}"),
             "measured_values": measure_values,
