@@ -108,14 +108,14 @@ def test_all_maximum_vector_overflows_exactly_where_the_check_says():
     assert 10 <= ok <= 40
     vec = np.ones(2 * p.values_per_ciphertext)  # all maximal, two ciphertexts
     acc = CkksAccumulator(pub, 2)
-    one = pub.encrypt(vec)
-    for _ in range(ok):
-        acc.add(one)
+    for _ in range(ok):  # fresh encryptions: the bound is for independent noise (adding one
+        acc.add(pub.encrypt(vec))  # ciphertext K times multiplies its noise by K, not sqrt(K))
     got = sk.decrypt(acc.result(), vec.size)
     assert np.max(np.abs(got - ok)) <= p.sum_error_bound(ok, 1.0)
     too_many = 2 ** (54 - 48)  # ok * 1.0 * 2^48 < q/2 < too_many * 2^48
     with pytest.raises(InsecureParametersError):
         p.check_overflow(too_many, 1.0)
+    one = pub.encrypt(vec)
     for _ in range(too_many - ok):
         acc.add(one)
     wrapped = sk.decrypt(acc.result(), vec.size)
