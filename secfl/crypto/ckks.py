@@ -575,15 +575,10 @@ class _SealState:
         b = slots.shape[0]
         encryptor = self.encryptor()
         encrypt = encryptor.encrypt if self._secret_key is None else encryptor.encrypt_symmetric
-        encode, scale = self.encoder.encode, p.scale
         save = seal_bridge.seal_scratch().save_body_into
         pt, ct = api.Plaintext(), api.Ciphertext()
         for i in range(b):
-            try:
-                encode(slots[i].tolist(), scale, pt)
-            except (ValueError, RuntimeError, TypeError) as exc:
-                raise ConfigError(f"ckks: SEAL's encoder refused the values ({exc}); value x scale must stay"
-                                  " inside the modulus (check_overflow)") from None
+            self._encode(slots[i], pt)
             encrypt(pt, ct)
             if save(ct, buf[i, _ROW_PAD:], "SEAL ciphertext") != self.body_len:
                 raise MalformedMessageError("SEAL saved a ciphertext of unexpected size")
@@ -591,6 +586,14 @@ class _SealState:
         start = _ROW_PAD + _CT_BODY_META
         coeffs = buf[:, start : start + self.data_len].view(np.uint64)
         return coeffs.reshape(b, 2, len(p.data_primes), p.poly_degree)
+
+    def _encode(self, row: np.ndarray, pt: Any) -> None:
+        """SEAL's ``CKKSEncoder.encode`` of one slot row at the scale, into ``pt``."""
+        try:
+            self.encoder.encode(row.tolist(), self.params.scale, pt)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ConfigError(f"ckks: SEAL's encoder refused the values ({exc}); value x scale must stay"
+                              " inside the modulus (check_overflow)") from None
 
     def encrypt_seeded_block(self, slots: np.ndarray, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, N/2) slot rows -> SEAL's *seeded* symmetric ciphertexts: ``c0`` as (B, L, N) uint64
@@ -603,15 +606,11 @@ class _SealState:
         b = slots.shape[0]
         nl = len(p.data_primes) * p.poly_degree
         body_len = _SEEDED_META + 8 * nl + _SEED_INFO_BYTES
-        encrypt, encode, scale = self.encryptor().encrypt_symmetric, self.encoder.encode, p.scale
+        encrypt = self.encryptor().encrypt_symmetric
         save = seal_bridge.seal_scratch().save_body_into
         pt = _sealapi().Plaintext()
         for i in range(b):
-            try:
-                encode(slots[i].tolist(), scale, pt)
-            except (ValueError, RuntimeError, TypeError) as exc:
-                raise ConfigError(f"ckks: SEAL's encoder refused the values ({exc}); value x scale must stay"
-                                  " inside the modulus (check_overflow)") from None
+            self._encode(slots[i], pt)
             if save(encrypt(pt), buf[i, _ROW_PAD:], "SEAL seeded ciphertext") != body_len:
                 raise MalformedMessageError("SEAL saved a seeded ciphertext of unexpected size")
         rows = buf[:, _ROW_PAD : _ROW_PAD + body_len]
@@ -1092,6 +1091,21 @@ class CkksSecretContext:
 _CT_HEAD = struct.Struct("<16sI")  # context id, ciphertext count
 
 
+def _parse_head(data: Any, context: CkksPublicContext, expect_count: int | None, what: str) -> tuple[bytes, int]:
+    """Bytes, context id and ciphertext count of a ciphertext blob, checked: ``(data, count)``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedMessageError(f"{what}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < _CT_HEAD.size:
+        raise MalformedMessageError(f"{what}: truncated ({len(data)} bytes)")
+    cid, count = _CT_HEAD.unpack_from(data, 0)
+    if cid != context.context_id:
+        raise MalformedMessageError(f"{what}: made under another key / parameter set")
+    if count < 1 or (expect_count is not None and count != expect_count):
+        raise MalformedMessageError(f"{what}: count {count}, expected {expect_count}")
+    return data, count
+
+
 def seeded_nbytes(params: CkksParams, count: int) -> int:
     """Bytes of ``count`` seeded ciphertexts (:meth:`CkksSecretContext.encrypt_seeded_to_bytes`)."""
     return _CT_HEAD.size + count * (params.ciphertext_bytes // 2 + SEED_BYTES_WIRE)
@@ -1139,16 +1153,7 @@ class CkksCiphertexts:
     def from_bytes(cls, context: CkksPublicContext, data: bytes, *, expect_count: int | None = None) -> CkksCiphertexts:
         """Strict parse: context id, count (``expect_count`` pins it), exact length, every
         coefficient below its prime. Raises :class:`MalformedMessageError`."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise MalformedMessageError(f"CKKS ciphertexts: expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _CT_HEAD.size:
-            raise MalformedMessageError(f"CKKS ciphertexts: truncated ({len(data)} bytes)")
-        cid, count = _CT_HEAD.unpack_from(data, 0)
-        if cid != context.context_id:
-            raise MalformedMessageError("CKKS ciphertexts: made under another key / parameter set")
-        if count < 1 or (expect_count is not None and count != expect_count):
-            raise MalformedMessageError(f"CKKS ciphertexts: count {count}, expected {expect_count}")
+        data, count = _parse_head(data, context, expect_count, "CKKS ciphertexts")
         p = context.params
         arr = _unpack_polys(memoryview(data)[_CT_HEAD.size :], count, 2, p.data_primes, p.poly_degree,
                             "CKKS ciphertexts")
@@ -1201,16 +1206,7 @@ class CkksAccumulator:
         ``Evaluator.add_inplace``. Nothing is added unless the whole upload loads."""
         ctx, p = self.context, self.context.params
         count = self._sum.shape[0]
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise MalformedMessageError(f"CKKS seeded ciphertexts: expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _CT_HEAD.size:
-            raise MalformedMessageError(f"CKKS seeded ciphertexts: truncated ({len(data)} bytes)")
-        cid, got = _CT_HEAD.unpack_from(data, 0)
-        if cid != ctx.context_id:
-            raise MalformedMessageError("CKKS seeded ciphertexts: made under another key / parameter set")
-        if got != count:
-            raise MalformedMessageError(f"CKKS seeded ciphertexts: count {got}, expected {count}")
+        data, _ = _parse_head(data, ctx, count, "CKKS seeded ciphertexts")
         if len(data) != seeded_nbytes(p, count):
             raise MalformedMessageError(f"CKKS seeded ciphertexts: {len(data)} bytes, expected "
                                         f"{seeded_nbytes(p, count)}")
