@@ -6,6 +6,8 @@ went wrong, never a bare ``Exception``, and validation never uses ``assert``.
 
 from __future__ import annotations
 
+import warnings
+
 __all__ = [
     "SecFLError",
     "ConfigError",
@@ -18,6 +20,7 @@ __all__ = [
     "InsecureParametersError",
     "DecryptionRefusedError",
     "DroppedOutError",
+    "SecurityWarning",
 ]
 
 
@@ -69,3 +72,11 @@ class InsecureParametersError(ConfigError):
 class DecryptionRefusedError(SecFLError, PermissionError):
     """A key holder refuses a request that would leak its key (e.g. a second partial
     decryption of the same ciphertext, or both shares of one peer in SecAgg)."""
+
+
+class SecurityWarning(UserWarning):
+    """An explicitly chosen insecure-but-allowed mode is in use (e.g. ``ckks`` with
+    ``input='unsafe-float'``). Shown every time it is raised, never once per location."""
+
+
+warnings.filterwarnings("always", category=SecurityWarning)

@@ -293,20 +293,24 @@ class CkksParams(SlotGeometry):
             return self._key_level_proxy() + 0.25
         return self._key_level_proxy() / float(self.special_prime) ** 2 + 0.25 + n * 0.25 + 0.25
 
-    def sum_error_std(self, num_clients: int) -> float:
+    def sum_error_std(self, num_clients: int, *, symmetric: bool = False) -> float:
         """Sub-Gaussian scale of the error of each decoded real of a sum of ``num_clients``
         fresh encryptions (a bound on its standard deviation, in every slot, for every key
-        :meth:`CkksSecretContext.generate` accepts). Single prime:
+        :meth:`CkksSecretContext.generate` accepts). Public-key encryption, single prime:
 
             sqrt(K * N/2 * (T N sigma^2 + T (2N/3) sigma^2 + sigma^2 + 1/4)) / Delta
 
         -- the real part of slot k of e*U + E0 + E1*s + R is a sum of N independent bounded or
         sub-Gaussian terms with weights |e(zeta_k)|, |s(zeta_k)| (see :attr:`key_norm_factor`).
         With a special prime P the first three terms are divided by P^2 and the rounding of the
-        division adds N/2 * (1/4 + T (2N/3) / 4) per client.
+        division adds N/2 * (1/4 + T (2N/3) / 4) per client. ``symmetric``: SEAL's secret-key
+        encryption, which leaves only E + R at the data level: sqrt(K * N/2 * (sigma^2 + 1/4)) / Delta
+        (no key dependence; measured at 0.99 of it for every preset).
         """
         k = max(1, int(num_clients))
         n, t, var = self.poly_degree, self.key_norm_factor, NOISE_VARIANCE
+        if symmetric:
+            return math.sqrt(k * n / 2.0 * (var + 0.25)) / self.scale
         key_level = t * n * var + t * (2.0 * n / 3.0) * var + var
         if self.special_prime is None:
             per_slot = key_level + 0.25
@@ -314,14 +318,14 @@ class CkksParams(SlotGeometry):
             per_slot = key_level / float(self.special_prime) ** 2 + 0.25 + t * (2.0 * n / 3.0) * 0.25 + 0.25
         return math.sqrt(k * n / 2.0 * per_slot) / self.scale
 
-    def sum_error_bound(self, num_clients: int, max_abs: float = 0.0) -> float:
+    def sum_error_bound(self, num_clients: int, max_abs: float = 0.0, *, symmetric: bool = False) -> float:
         """Bound on |decoded - exact| for each real of a sum of ``num_clients`` encryptions of
         values within +-``max_abs``: ERROR_TAIL_SIGMAS x :meth:`sum_error_std` (exceeded with
         probability below 2 exp(-32) = 2.5e-14 per value), plus the float64 error of SEAL's
         encoding and decoding (relative 2^-45, far below the noise)."""
         k = max(1, int(num_clients))
         packing = math.sqrt(2.0) if self.complex_packing else 1.0
-        return ERROR_TAIL_SIGMAS * self.sum_error_std(k) + k * packing * max_abs * 2.0**-45
+        return ERROR_TAIL_SIGMAS * self.sum_error_std(k, symmetric=symmetric) + k * packing * max_abs * 2.0**-45
 
     def coefficient_bound(self, num_clients: int, max_abs: float) -> float:
         """High-probability bound on |coefficient| of the decrypted sum: every client's encoded

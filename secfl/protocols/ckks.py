@@ -10,16 +10,17 @@ Rounds (spec: ``protocols/ckks.md``):
      ``KeyGenerator``), sends ``CKKS_PUBLIC_CONTEXT`` (parameters + public key, no secret key,
      no relinearization or Galois keys) to the server, and ``CKKS_SECRET_CONTEXT`` to every
      client the first time it takes part (provisioning, over the clients' confidential channel).
-  1. Each client k computes a_k = n_k / max_weight (or n_k for quantized input), encrypts the
-     vector (a_k x_k, a_k) with the shared secret key (SEAL's encoder and symmetric ``Encryptor``:
+  1. Each client k computes a_k = n_k / max_weight (or n_k for quantized input), rounds
+     (a_k x_k, a_k) onto the round's public grid (default ``grid`` input), encrypts that vector
+     with the shared secret key (SEAL's encoder and symmetric ``Encryptor``:
      the same ciphertext form as public-key encryption, twice as fast, less noise) and sends
      ``CKKS_UPDATE`` to the server.
   2. The server parses each upload strictly and adds it into one running aggregate
      (residue-wise mod each prime: SEAL's ``Evaluator.add``); no upload is kept after it is
      folded in.
   3. The server sends ``CKKS_AGGREGATE`` (ciphertexts + the list of included clients) to the key
-     holder, who decrypts (SEAL's ``Decryptor``) (S_x, S_w) = (sum a_k x_k, sum a_k) and reveals
-     the mean S_x / S_w.
+     holder, who decrypts (SEAL's ``Decryptor``) (S_x, S_w) = (sum a_k x_k, sum a_k), rounds them
+     back onto the grid (exact: the grid step exceeds twice the noise bound) and reveals S_x / S_w.
 
 Security: the server sees only ciphertexts under a key it does not have (IND-CPA under RLWE at
 the preset's security level); no individual update or weight is visible to it. Every client
@@ -28,8 +29,9 @@ with the server — which sees every upload — reads every individual update. T
 assumed honest-but-curious: a malicious server could hand the key holder one client's
 ciphertext as "the aggregate". CKKS is approximate: the revealed mean carries an error bounded
 by ``error_bound`` (set on the round by ``reveal``; analysis in the spec). Whoever holds both a
-ciphertext and its full-precision decryption can recover the key (Li-Micciancio): the decrypted
-float mean must not reach the server; quantized input reveals an exact, noise-free result.
+ciphertext and its noisy decryption can recover the key (Li-Micciancio); the revealed mean reaches
+the server, so by default (``grid``, and ``quantized``) it is rounded to a noise-free function of the
+inputs. ``input='unsafe-float'`` reveals the noisy decryption and warns every round.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ from secfl.crypto.ckks import (
     CkksPublicContext,
     CkksSecretContext,
 )
-from secfl.errors import ConfigError, InvalidUpdateError, MalformedMessageError, ProtocolAbort
-from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload, check_update, check_weight
+from secfl.errors import ConfigError, MalformedMessageError, ProtocolAbort
+from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload
+from secfl.protocols.ckks_encoding import InputKind, SlotCodec, warn_noisy_reveal
 from secfl.protocols.network import Network, member_id, server_id
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 
@@ -69,60 +72,6 @@ __all__ = [
 #: Party id of the key holder.
 KEY_HOLDER = member_id(0)
 _MAX_BLOB = 1 << 34
-
-
-def weighted_slots(update: np.ndarray, weight: float, dim: int, opt: Any, who: str) -> np.ndarray:
-    """The ``dim + 1`` reals a client encrypts: ``a·x`` and ``a`` in the spare last slot.
-
-    ``a = n / max_weight`` for float input, ``a = n`` for quantized input (integers checked).
-    ``opt`` carries ``clip_range``, ``max_weight`` and ``input`` (ckks and ckks-threshold share this).
-    """
-    vec = check_update(update, dim, max_abs=opt.clip_range, who=f"{who} update")
-    w = check_weight(weight, who=f"{who} weight", max_weight=opt.max_weight)
-    values = np.empty(dim + 1, dtype=np.float64)
-    if opt.input is InputKind.QUANTIZED:
-        if not float(w).is_integer():
-            raise InvalidUpdateError(f"{who} weight: quantized input needs an integer weight, got {w}")
-        if vec.dtype.kind == "f" and not bool(np.all(vec == np.rint(vec))):
-            raise InvalidUpdateError(f"{who} update: quantized input must be integer-valued")
-        a = w
-    else:
-        a = w / float(opt.max_weight)
-    np.multiply(vec, a, out=values[:-1], casting="unsafe")
-    values[-1] = a
-    return values
-
-
-def mean_from_slots(values: np.ndarray, bound: float, opt: Any, rnd: int) -> tuple[np.ndarray, float, float]:
-    """Inverse of :func:`weighted_slots` on a decrypted sum: ``(mean, total weight, error bound)``.
-
-    ``bound``: the per-slot error bound of the decrypted sums (0 after rounding quantized input).
-    """
-    sums, total = values[:-1], float(values[-1])
-    if opt.input is InputKind.QUANTIZED:
-        sums, total = np.rint(sums), float(np.rint(total))
-        bound = 0.0
-    if total <= bound:
-        raise ProtocolAbort(f"round {rnd}: decrypted total weight {total:.3g} is not positive")
-    mean = sums / total
-    peak = float(np.max(np.abs(mean))) if mean.size else 0.0
-    error = (bound + peak * bound) / (total - bound)
-    weight = total * float(opt.max_weight) if opt.input is InputKind.FLOAT else total
-    return mean, weight, error
-
-
-class InputKind(str, Enum):
-    """What clients feed in.
-
-    FLOAT: real updates within +-clip_range; weights become a_k = n_k / max_weight; the mean
-    carries the CKKS approximation error. QUANTIZED: integer updates within +-clip_range and
-    integer weights n_k; the decrypted sums are rounded to integers, which is exact when the
-    error bound is below 1/2 (checked when a round opens), so the mean equals the plaintext
-    computation bit for bit.
-    """
-
-    FLOAT = "float"
-    QUANTIZED = "quantized"
 
 
 class UploadForm(str, Enum):
@@ -148,9 +97,10 @@ class CkksOptions:
     overriding the preset; ``scale_bits``: override just the scale.
     ``clip_range``: clients' values must lie within +-clip_range (the overflow check uses it).
     ``max_weight``: public bound on a client's weight n_k; a larger weight is refused.
-    ``input``: :class:`InputKind`. ``workers``: encryption processes per client, this one included
-    (1: no pool; n: n - 1 pool processes -- the client's own -- each loading its secret context
-    once). ``upload``: :class:`UploadForm` (default seeded: half the bytes).
+    ``input``: :class:`InputKind` (``grid``, default; ``quantized``; ``unsafe-float``).
+    ``workers``: encryption processes per client, this one included (1: no pool; n: n - 1 pool
+    processes -- the client's own -- each loading its secret context once). ``upload``:
+    :class:`UploadForm` (default seeded: half the bytes).
     """
 
     preset: CkksPreset = CkksPreset.COMPACT
@@ -158,7 +108,7 @@ class CkksOptions:
     scale_bits: int | None = None
     clip_range: float = 100.0
     max_weight: float = 1e4
-    input: InputKind = InputKind.FLOAT
+    input: InputKind = InputKind.GRID
     workers: int = 1
     upload: UploadForm = UploadForm.SEEDED
 
@@ -173,10 +123,15 @@ class CkksOptions:
         except ValueError:
             allowed = [p.value for p in CkksPreset]
             raise ConfigError(f"ckks.preset must be one of {allowed}, got {self.preset!r}") from None
+        allowed_inputs = [k.value for k in (InputKind.GRID, InputKind.QUANTIZED, InputKind.UNSAFE_FLOAT)]
+        if self.input in (InputKind.FLOAT, InputKind.FLOAT.value):
+            raise ConfigError("ckks.input='float' would reveal the noisy CKKS decryption, from which the server can"
+                              " recover the key (Li-Micciancio); use 'grid' (the default: noise removed exactly) or,"
+                              " knowingly, 'unsafe-float'")
         try:
             object.__setattr__(self, "input", InputKind(self.input))
         except ValueError:
-            raise ConfigError(f"ckks.input must be one of {[k.value for k in InputKind]}, got {self.input!r}") from None
+            raise ConfigError(f"ckks.input must be one of {allowed_inputs}, got {self.input!r}") from None
         if isinstance(self.params, dict):
             fields = {"poly_degree", "coeff_bits", "scale_bits", "complex_packing"}
             unknown = sorted(set(self.params) - fields)
@@ -206,7 +161,7 @@ class CkksOptions:
         return CkksParams(base.poly_degree, base.coeff_bits, self.scale_bits, base.complex_packing)
 
     def max_abs(self) -> float:
-        """Largest |value| a client encrypts (the overflow check's max|value|)."""
+        """Largest |value| a client encrypts before any grid lift (the overflow check's max|value|)."""
         if self.input is InputKind.QUANTIZED:
             return float(self.max_weight) * float(self.clip_range)
         return max(float(self.clip_range), 1.0)  # a_k <= 1 travels in the weight slot
@@ -302,16 +257,22 @@ class _CkksRound(ProtocolRound):
         self._proto = proto
         self._opt = opt
         self._params = proto.params
-        self._max_abs = opt.max_abs()
         k = len(spec.clients)
-        self._params.check_overflow(k, self._max_abs)  # InsecureParametersError names the bound
+        params = self._params
+        self._codec = SlotCodec.for_round(opt, spec.dim, k,
+                                          lambda m: params.sum_error_bound(k, m, symmetric=True),
+                                          lambda m: params.check_overflow(k, m))
+        self._max_abs = self._codec.max_abs()
+        params.check_overflow(k, self._max_abs)  # InsecureParametersError names the bound
         if opt.input is InputKind.QUANTIZED:
-            bound = self._params.sum_error_bound(k, self._max_abs)
+            bound = params.sum_error_bound(k, self._max_abs, symmetric=True)
             if bound >= 0.5:
                 raise ConfigError(
                     f"ckks quantized input rounds the decrypted sums to integers, which needs the error bound"
                     f" below 0.5; with {k} clients it is {bound:.3g} (raise scale_bits or pick a larger preset)"
                 )
+        if opt.input is InputKind.UNSAFE_FLOAT:
+            warn_noisy_reveal("ckks", spec.round)
         self._count = self._params.ciphertexts_for(spec.dim + 1)
         self._server = server_id(0)
         self._participants = frozenset(spec.clients)
@@ -334,7 +295,7 @@ class _CkksRound(ProtocolRound):
         if self._acc is None:
             raise ProtocolAbort(f"round {self.spec.round}: setup() must run before protect()")
         encryptor = self._proto._client_encryptor(client)
-        values = weighted_slots(update, weight, self.spec.dim, self._opt, f"client {client}")
+        values = self._codec.encode(update, weight, f"client {client}")
         if self._opt.upload is UploadForm.SEEDED:
             msg = CkksUpdate(self.spec.round, client, encryptor.encrypt_seeded_to_bytes(values))
         else:
@@ -374,8 +335,8 @@ class _CkksRound(ProtocolRound):
             raise MalformedMessageError("CKKS_AGGREGATE names clients that are not participants of this round")
         cts = holder.public().ciphertexts_from_bytes(msg.ciphertexts, expect_count=self._count)
         values = holder.decrypt(cts, self.spec.dim + 1)
-        bound = self._params.sum_error_bound(len(included), self._max_abs)
-        mean, weight, self.error_bound = mean_from_slots(values, bound, self._opt, self.spec.round)
+        bound = self._params.sum_error_bound(len(included), self._max_abs, symmetric=True)
+        mean, weight, self.error_bound = self._codec.decode(values, bound, self.spec.round)
         dropped = tuple(sorted(self._participants - set(included)))
         return Revealed(mean, weight, included, dropped)
 

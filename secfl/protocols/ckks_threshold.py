@@ -79,7 +79,7 @@ from secfl.errors import (
     SecFLError,
 )
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload
-from secfl.protocols.ckks import InputKind, mean_from_slots, weighted_slots
+from secfl.protocols.ckks_encoding import InputKind, SlotCodec
 from secfl.protocols.network import Network, member_id, server_id
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 
@@ -153,11 +153,11 @@ class CkksThresholdOptions:
         except ValueError:
             raise ConfigError(f"ckks-threshold.preset must be one of {[p.value for p in ThresholdPreset]}, got"
                               f" {self.preset!r}") from None
-        try:
-            object.__setattr__(self, "input", InputKind(self.input))
-        except ValueError:
-            raise ConfigError(f"ckks-threshold.input must be one of {[k.value for k in InputKind]}, got"
-                              f" {self.input!r}") from None
+        allowed_inputs = [InputKind.FLOAT.value, InputKind.QUANTIZED.value]
+        if self.input not in allowed_inputs:
+            raise ConfigError(f"ckks-threshold.input must be one of {allowed_inputs} (its partial decryptions carry"
+                              f" flooding noise; the grid of ckks does not apply), got {self.input!r}")
+        object.__setattr__(self, "input", InputKind(self.input))
         if isinstance(self.params, Mapping):
             allowed = {"poly_degree", "coeff_bits", "scale_bits", "complex_packing", "stat_security_bits",
                        "max_decryptions"}
@@ -671,6 +671,7 @@ class _ThresholdRound(ProtocolRound):
                 raise ConfigError(f"dropouts[{stage!r}] names members outside [0, {n}): {outside}")
         self._max_abs = opt.max_abs()
         k = len(spec.clients)
+        self._codec = SlotCodec.for_round(opt, spec.dim, k)
         self._params.check_overflow(k, n, t, self._max_abs)  # InsecureParametersError names the bound
         if opt.input is InputKind.QUANTIZED:
             bound = self._params.sum_error_bound(k, n, t, self._max_abs)
@@ -719,7 +720,7 @@ class _ThresholdRound(ProtocolRound):
         if self._acc is None:
             raise ProtocolAbort(f"round {self.spec.round}: setup() must run before protect()")
         key = self._proto.client_key(client)
-        values = weighted_slots(update, weight, self.spec.dim, self._opt, f"client {client}")
+        values = self._codec.encode(update, weight, f"client {client}")
         cts = key.encrypt(values)
         msg = ThrUpdate(self.spec.round, client, key.key_id, cts.shape[0], pack_polys(cts, key.params.data_primes))
         return Upload(((self._server, msg.to_bytes()),))
@@ -817,7 +818,7 @@ class _ThresholdRound(ProtocolRound):
         values = key.decode(plain, self.spec.dim + 1)
         self.timings["combine"] = time.perf_counter() - t0
         bound = p.sum_error_bound(len(self.spec.clients), proto.key_members, t, self._max_abs)
-        mean, weight, self.error_bound = mean_from_slots(values, bound, self._opt, rnd)
+        mean, weight, self.error_bound = self._codec.decode(values, bound, rnd)
         dropped = tuple(sorted(self._participants - set(included)))
         return Revealed(mean, weight, included, dropped)
 
