@@ -27,7 +27,7 @@ import numpy as np
 from secfl.errors import ConfigError, InsecureParametersError, InvalidUpdateError, ProtocolAbort, SecurityWarning
 from secfl.protocols.base import check_update, check_weight
 
-__all__ = ["InputKind", "SlotCodec", "warn_noisy_reveal"]
+__all__ = ["InputKind", "SlotCodec", "warn_noisy_reveal", "weight_factor"]
 
 _log = logging.getLogger("secfl")
 #: Relative slack on the clients' largest value once rounded onto the grid.
@@ -64,6 +64,13 @@ def warn_noisy_reveal(protocol: str, rnd: int) -> None:
             " individual update. Use input='grid' (the default) unless no such party sees the mean.")
     _log.warning(text)
     warnings.warn(text, SecurityWarning, stacklevel=3)
+
+
+def weight_factor(opt: Any) -> float:
+    """c_w: the factor on the weight slot (GRID: the largest power of two <= max(clip_range, 1))."""
+    if InputKind(opt.input) is not InputKind.GRID:
+        return 1.0
+    return 2.0 ** math.floor(math.log2(max(float(opt.clip_range), 1.0)))
 
 
 @dataclass(frozen=True)
@@ -113,8 +120,7 @@ class SlotCodec:
         g = math.floor(-math.log2(2.0 * noise))
         while g > -64 and clients * plain * _GRID_SLACK * 2.0**g >= _MAX_GRID_INT:
             g -= 1
-        weight_factor = 2.0 ** math.floor(math.log2(max(float(opt.clip_range), 1.0)))
-        return cls(kind, dim, base.clip_range, base.max_weight, lift, 2.0**g, weight_factor, int(clients))
+        return cls(kind, dim, base.clip_range, base.max_weight, lift, 2.0**g, weight_factor(opt), int(clients))
 
     @property
     def grid_bits(self) -> int | None:

@@ -57,12 +57,20 @@ class MsgType(IntEnum):
     """Every message type of every protocol (one registry, so a tag is never reused)."""
 
     MODEL_BROADCAST = 1
+    ROUND_REQUEST = 2
+    TRAIN_DONE = 3
     PLAIN_UPDATE = 10
     # ckks (issue 3)
     CKKS_PUBLIC_CONTEXT = 20
     CKKS_UPDATE = 21
     CKKS_AGGREGATE = 22
     CKKS_SECRET_CONTEXT = 23
+    CKKS_HELLO = 24
+    CKKS_KEY_REQUEST = 25
+    CKKS_KEYS = 26
+    CKKS_UPLOAD_REQUEST = 27
+    CKKS_REVEAL = 28
+    CKKS_REVEAL_REQUEST = 29
     # ckks-threshold (issue 4)
     THR_PUBKEY_SHARE = 30
     THR_SHAMIR_SHARES = 31

@@ -314,6 +314,7 @@ def _plaintext(view: AdversaryView) -> Estimate | None:
 def _ckks(view: AdversaryView) -> Estimate | None:
     from secfl.crypto.ckks import CkksSecretContext
     from secfl.protocols.ckks import CkksSecretContextMessage, CkksUpdate, UploadForm
+    from secfl.protocols.ckks_encoding import weight_factor
 
     data = _server_message(view, MsgType.CKKS_UPDATE)
     if data is None:
@@ -331,10 +332,12 @@ def _ckks(view: AdversaryView) -> Estimate | None:
         return Estimate(_as_given(bytes_as_vector(msg.ciphertexts, view.dim), view),
                         "CKKS ciphertext bytes as given (no key in the view)", True, False)
     pub = ctx.public()
-    seeded = getattr(getattr(view.secrets.get("proto"), "options", None), "upload", None) == UploadForm.SEEDED
+    options = getattr(view.secrets.get("proto"), "options", None)
+    seeded = getattr(options, "upload", None) == UploadForm.SEEDED
+    c_w = weight_factor(options) if options is not None else 1.0
     cts = pub.ciphertexts_from_seeded_bytes(msg.ciphertexts) if seeded else pub.ciphertexts_from_bytes(msg.ciphertexts)
     values = ctx.decrypt(cts, view.dim + 1)
-    return Estimate(values[:-1] / values[-1], f"CKKS_UPDATE decrypted with {where}", True, True)
+    return Estimate(values[:-1] / values[-1] * c_w, f"CKKS_UPDATE decrypted with {where}", True, True)
 
 
 def _ckks_threshold(view: AdversaryView) -> Estimate | None:
