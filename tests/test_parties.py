@@ -89,3 +89,18 @@ def test_a_client_answers_only_its_own_round_once():
         client.handle("ckks.nothing", b"")
     with pytest.raises(MalformedMessageError):
         client.take_input(3)
+
+
+def test_plaintext_stage_sequence_over_local_transport_with_a_bad_reply():
+    proto = make_protocol("plaintext", wire_dtype="float64")
+    coord = proto.coordinator()
+    parties = _sites(proto, (0, 1, 2))
+    xs = np.random.default_rng(2).normal(size=(3, 20))
+    ws = np.array([1.0, 2.0, 3.0])
+    for c in range(3):
+        parties[c].set_input(5, xs[c], ws[c])
+    parties[2].set_input(5, np.full(20, np.nan), 1.0)  # refused by its own client: no answer
+    transport = LocalTransport(Network(), parties)
+    out = coord.run_round(RoundSpec(5, (0, 1, 2), 20), transport)
+    assert out.included == (0, 1) and "non-finite" in transport.failures[2]
+    assert np.allclose(out.mean, _reference(xs, ws, [0, 1]), atol=1e-12)
