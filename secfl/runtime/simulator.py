@@ -46,7 +46,7 @@ from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.privacy import RunPrivacy
 from secfl.runtime.results import ExperimentResult, RoundRecord
 
-__all__ = ["Experiment", "UpdateHook"]
+__all__ = ["Experiment", "UpdateHook", "client_seed", "protocol_options"]
 
 log = logging.getLogger("secfl")
 
@@ -64,8 +64,19 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _client_seed(seed: int, rnd: int, client: int) -> int:
+def client_seed(seed: int, rnd: int, client: int) -> int:
+    """The training seed of ``client`` in round ``rnd`` (minibatch order), from the experiment seed."""
     return int(np.random.SeedSequence([seed, rnd, client, 0x5EC]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def protocol_options(cfg: ExperimentConfig, largest_client: int) -> dict[str, Any]:
+    """The configured protocol options, plus a public weight bound when the protocol takes one
+    and the user set none: 1 under DP (every weight is 1), else the largest client's size."""
+    opts = dict(cfg.protocol_options)
+    fields = {f.name for f in dataclasses.fields(get_protocol(cfg.protocol).Options)}
+    if "max_weight" in fields and "max_weight" not in opts:
+        opts["max_weight"] = 1.0 if cfg.dp.enabled else float(largest_client)
+    return opts
 
 
 @dataclass
@@ -133,7 +144,7 @@ class Experiment:
         device = select_device(cfg.device)
         work = _ClientWork(data.x_train, data.y_train, parts, model, cfg.train, str(device))
         global_vec = codec.to_vector(model).astype(np.float32)
-        protocol = make_protocol(cfg.protocol, **self._protocol_options(max(int(p.size) for p in parts)))
+        protocol = make_protocol(cfg.protocol, **protocol_options(cfg, max(int(p.size) for p in parts)))
         seed_bytes = derive_seed(int(cfg.seed).to_bytes(32, "little"), "experiment")
         self._privacy = None
         if cfg.dp.enabled:
@@ -169,7 +180,7 @@ class Experiment:
                             for c in chosen}
                 model_bytes_down = len(wire)
                 # 2. local training
-                seeds = [_client_seed(cfg.seed, rnd, c) for c in chosen]
+                seeds = [client_seed(cfg.seed, rnd, c) for c in chosen]
                 if pool is not None:
                     results = list(pool.map(_train_one, chosen, [received[c] for c in chosen], seeds))
                 else:
@@ -213,16 +224,6 @@ class Experiment:
             result.final["delta"] = self._privacy.plan.delta
             result.meta["dp"] = self._privacy.summary()
         return result
-
-    def _protocol_options(self, largest_client: int) -> dict[str, Any]:
-        """The configured protocol options, plus a public weight bound when the protocol takes one
-        and the user set none: 1 under DP (every weight is 1), else the largest client's size."""
-        cfg = self.config
-        opts = dict(cfg.protocol_options)
-        fields = {f.name for f in dataclasses.fields(get_protocol(cfg.protocol).Options)}
-        if "max_weight" in fields and "max_weight" not in opts:
-            opts["max_weight"] = 1.0 if cfg.dp.enabled else float(largest_client)
-        return opts
 
     def _protocol_round(self, protocol: Any, net: Network, rnd: int, chosen: Sequence[int], silent: set[int],
                         results: Sequence[LocalResult], seed: bytes, dim: int) -> _RoundOutcome:

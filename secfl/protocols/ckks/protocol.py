@@ -118,6 +118,10 @@ class Ckks(Protocol):
             return CkksKeyHolder(self.options, self.params)
         return CkksClient(party_id, self.options, self.params)
 
+    def site_roles(self, site: int, sites: int) -> tuple[int, ...]:
+        """Across sites, site 0 also plays the key holder."""
+        return (KEY_HOLDER,) if site == 0 else ()
+
     def client(self, cid: int) -> CkksClient:
         got = self._clients.get(cid)
         if got is None or not got.provisioned:
