@@ -161,6 +161,14 @@ class Protocol(ABC):
     def open_round(self, spec: RoundSpec, net: Network) -> ProtocolRound:
         """A new round over ``spec.clients``; messages go through ``net``."""
 
+    def coordinator(self) -> Any:
+        """The server's stage sequence across sites (a :class:`secfl.protocols.parties.Coordinator`)."""
+        raise ConfigError(f"protocol {self.name!r} cannot run across sites yet (no stage sequence)")
+
+    def party(self, party_id: int) -> Any:
+        """A fresh party object for a site (a :class:`secfl.protocols.parties.Party`)."""
+        raise ConfigError(f"protocol {self.name!r} cannot run across sites yet (no party classes)")
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release resources (process pools)."""
 
