@@ -146,6 +146,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_certs(args: argparse.Namespace) -> int:
+    from secfl.runtime.flower.certs import write_certs
+
+    paths = write_certs(args.dir, args.host, args.days, overwrite=args.overwrite)
+    print(f"wrote {', '.join(p.name for p in paths)} to {Path(args.dir)}/ (server certificate for {args.host})")
+    return 0
+
+
+def cmd_deploy_server(args: argparse.Namespace) -> int:
+    from secfl.runtime.flower.launch import deploy_server
+
+    if not args.quiet:
+        print(_HEADER, flush=True)
+
+    def on_round(rec: dict[str, Any]) -> None:
+        if not args.quiet:
+            print(_row(argparse.Namespace(**rec)), flush=True)
+
+    out = deploy_server(args.config, args.address, args.certs, args.out, stage_timeout=args.stage_timeout,
+                        train_timeout=args.train_timeout, join_timeout=args.join_timeout, on_round=on_round)
+    final = json.loads((out / "results.json").read_text())["final"]
+    print(f"final accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f} after {final['rounds']} rounds;"
+          f" results in {out}/")
+    return 0
+
+
+def cmd_deploy_client(args: argparse.Namespace) -> int:
+    from secfl.runtime.flower.launch import deploy_client
+
+    status, message = deploy_client(args.server, args.certs, args.site, data=args.data, protocol=args.protocol,
+                                    retries=args.retries)
+    print(f"secfl: {message}" if status == 0 else f"secfl: error: {message}",
+          file=sys.stdout if status == 0 else sys.stderr)
+    return status
+
+
 def _epsilons(text: str | None) -> list[float | None]:
     """``"1,4,inf"`` → [1.0, 4.0, None]; None means no DP."""
     if text is None:
@@ -314,6 +350,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/threats", help="output directory (default runs/threats)")
     p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     p.set_defaults(func=cmd_threats)
+    p = sub.add_parser("deploy", help="the same experiment with every site its own process, on Flower (TLS)")
+    dsub = p.add_subparsers(dest="deploy_command", required=True)
+    d = dsub.add_parser("certs", help="write a CA and a server certificate and key")
+    d.add_argument("dir", help="output directory")
+    d.add_argument("--host", default="localhost", help="the server's host name or IP (default localhost)")
+    d.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    d.add_argument("--overwrite", action="store_true", help="replace existing files")
+    d.set_defaults(func=cmd_deploy_certs)
+    d = dsub.add_parser("server", help="run the experiment's server: waits for the sites, writes results")
+    d.add_argument("config", help="experiment TOML (as for secfl run)")
+    d.add_argument("--address", default="127.0.0.1:9092", help="HOST:PORT to listen on (default 127.0.0.1:9092)")
+    d.add_argument("--certs", required=True, help="directory with ca.crt, server.crt, server.key")
+    d.add_argument("--out", required=True, help="output directory (results.json, rounds.csv, config.toml)")
+    d.add_argument("--stage-timeout", type=float, default=120.0, help="seconds a protocol stage waits (120)")
+    d.add_argument("--train-timeout", type=float, default=600.0, help="seconds local training may take (600)")
+    d.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for all sites (300)")
+    d.add_argument("--quiet", action="store_true", help="no per-round table")
+    d.set_defaults(func=cmd_deploy_server)
+    d = dsub.add_parser("client", help="run one site until the server ends the run")
+    d.add_argument("--server", required=True, help="the server's HOST:PORT")
+    d.add_argument("--certs", required=True, help="directory with ca.crt (the federation's CA)")
+    d.add_argument("--site", required=True, type=int, help="this site's id (0 .. clients-1)")
+    d.add_argument("--data", default=None, help="this site's own data: a .npz file or an MNIST IDX directory")
+    d.add_argument("--protocol", default=None, help="refuse to run any other protocol than this one")
+    d.add_argument("--retries", type=int, default=5, help="connection attempts before giving up (5)")
+    d.set_defaults(func=cmd_deploy_client)
     p = sub.add_parser("info", help="versions, device, protocols, CKKS presets")
     p.add_argument("--json", action="store_true", help="also print JSON")
     p.set_defaults(func=cmd_info)
@@ -330,6 +392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SecFLError as exc:
         print(f"secfl: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        if "flwr" in str(exc) or "cryptography" in str(exc):
+            print(f'secfl: error: this command needs Flower: pip install "secfl[flower]" ({exc})', file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("secfl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,6 +59,9 @@ class MsgType(IntEnum):
     MODEL_BROADCAST = 1
     ROUND_REQUEST = 2
     TRAIN_DONE = 3
+    SITE_HELLO = 4
+    RUN_FINISH = 5
+    RUN_CONFIG = 6
     PLAIN_UPDATE = 10
     # ckks (issue 3)
     CKKS_PUBLIC_CONTEXT = 20
@@ -82,11 +85,21 @@ class MsgType(IntEnum):
     THR_ROSTER = 37
     THR_UPDATE = 38
     THR_READY = 39
+    # ckks-threshold across sites (issue 11; its block 30-39 is full)
+    THR_KEYGEN_REQUEST = 130
+    THR_DEALING = 131
+    THR_KEY_DELIVERY = 132
+    THR_KEY_ACK = 133
+    THR_UPLOAD_REQUEST = 134
+    THR_PARTIAL_REQUEST = 135
     # additive (issue 5)
     ADD_SHARE = 40
     ADD_PARTIAL_SUM = 41
     ADD_INCLUDED_SET = 42
     ADD_SERVER_KEY = 43
+    ADD_UPLOAD_REQUEST = 44  # across sites (issue 11)
+    ADD_UPLOAD = 45
+    ADD_SHARE_BATCH = 46
     # secagg (issue 5)
     SA_ADVERTISE_KEYS = 50
     SA_KEY_ROSTER = 51

@@ -115,6 +115,9 @@ class Site:
             if data.input_shape != full.input_shape:
                 raise ConfigError(f"site {site}: its data has samples of shape {data.input_shape}, the federation's"
                                   f" model takes {full.input_shape}")
+            if data.num_classes > full.num_classes:
+                raise ConfigError(f"site {site}: its data has {data.num_classes} classes, the federation's model"
+                                  f" has {full.num_classes} outputs")
             self.x, self.y = data.x_train, data.y_train
             sizes = None
         self.model = build_model(cfg.model, full.input_shape, full.num_classes, cfg.seed).cpu()
@@ -207,8 +210,9 @@ class FederationServer:
         self.codec = ModelCodec.from_module(self.model)
         self.device = select_device(cfg.device)
 
-    def run(self, transport: Transport, net: Network,
-            on_round: Callable[[RoundRecord], None] | None = None) -> ExperimentResult:
+    def run(self, transport: Transport, net: Network, on_round: Callable[[RoundRecord], None] | None = None,
+            before_round: Callable[[int], None] | None = None) -> ExperimentResult:
+        """All rounds; ``before_round(rnd)`` runs first in each (e.g. to greet rejoining sites)."""
         cfg = self.cfg
         global_vec = self.codec.to_vector(self.model).astype(np.float32)
         seed_bytes = derive_seed(int(cfg.seed).to_bytes(32, "little"), "experiment")
@@ -216,6 +220,8 @@ class FederationServer:
         records: list[RoundRecord] = []
         for rnd in range(cfg.rounds):
             t_round = time.perf_counter()
+            if before_round is not None:
+                before_round(rnd)
             chosen, _ = sample_clients(cfg.clients, cfg.sample_fraction, 0.0, cfg.seed, rnd)
             sent0, recv0 = dict(net.sent), dict(net.received)
             timed = TimedTransport(transport)

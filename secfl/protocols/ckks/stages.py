@@ -53,6 +53,12 @@ class CkksCoordinator(Coordinator):
         #: client -> why it dropped out of the latest round
         self.dropped: dict[int, str] = {}
 
+    UPLOAD_STAGE = "ckks.upload"
+
+    def forget(self, party: int) -> None:
+        """A site restarted: its client lost its key and is provisioned again."""
+        self.provisioned.discard(party)
+
     def run_round(self, spec: RoundSpec, transport: Transport) -> Revealed:
         rnd, clients = spec.round, tuple(sorted(spec.clients))
         ids = np.asarray(clients, dtype=np.uint32)

@@ -23,6 +23,8 @@ class PlainCoordinator(Coordinator):
         #: client -> why it dropped out of the latest round
         self.dropped: dict[int, str] = {}
 
+    UPLOAD_STAGE = "plaintext.upload"
+
     def run_round(self, spec: RoundSpec, transport: Transport) -> Revealed:
         clients = tuple(sorted(spec.clients))
         server = PlainServer(self.options, spec.round, frozenset(clients), spec.dim)

@@ -1,0 +1,89 @@
+"""``secfl deploy certs``: a certificate authority and a server certificate for Flower's TLS.
+
+Written with the ``cryptography`` package (a dependency of Flower): an EC P-256 CA, self-signed,
+and a server key and certificate signed by it, valid for the given host name (``localhost`` by
+default; ``127.0.0.1`` and ``::1`` are added for loopback). Files, all PEM::
+
+    ca.crt  ca.key         the authority (keep ca.key off the server in a real federation)
+    server.crt server.key  the SuperLink's certificate and key
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+from secfl.errors import ConfigError
+
+__all__ = ["write_certs", "CERT_FILES"]
+
+CERT_FILES = ("ca.crt", "ca.key", "server.crt", "server.key")
+
+
+def _write(path: Path, data: bytes, private: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def write_certs(out: str | Path, host: str = "localhost", days: int = 365, *, overwrite: bool = False) -> list[Path]:
+    """Write a CA and a server certificate for ``host`` into ``out``; returns the paths."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:  # pragma: no cover - installed with the flower extra
+        raise ConfigError('certificates need the "cryptography" package: pip install "secfl[flower]"') from None
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(f"host name must be a non-empty name without spaces, got {host!r}")
+    if not 1 <= days <= 3650:
+        raise ConfigError(f"days must be in [1, 3650], got {days}")
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = [d / name for name in CERT_FILES]
+    existing = [p.name for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{d}: {', '.join(existing)} already exist (pass --overwrite to replace them)")
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secfl federation CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=days))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(host)]
+    try:
+        names = [x509.IPAddress(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    for extra in ("localhost", "127.0.0.1", "::1"):
+        try:
+            gn: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(extra))
+        except ValueError:
+            gn = x509.DNSName(extra)
+        if gn not in names:
+            names.append(gn)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    plain = serialization.PrivateFormat.PKCS8
+    none = serialization.NoEncryption()
+    _write(paths[0], ca.public_bytes(pem), False)
+    _write(paths[1], ca_key.private_bytes(pem, plain, none), True)
+    _write(paths[2], cert.public_bytes(pem), False)
+    _write(paths[3], key.private_bytes(pem, plain, none), True)
+    return paths

@@ -1,0 +1,252 @@
+"""``secfl deploy server`` and ``secfl deploy client``: Flower's processes, started and ended for you.
+
+Server: starts Flower's SuperLink with TLS on ``--address`` (``flower-superlink``), submits secfl's
+Flower app (a two-file app bundle written to a private directory; the code is the installed
+``secfl``) with ``flwr run``, prints each round as the ServerApp finishes it, and stops the
+SuperLink when the run ends. Client: starts the site's program (:class:`SiteProgram`) and a
+SuperNode (:mod:`secfl.runtime.flower.supernode`) that connects to the server over TLS, and exits
+when the server says the run is over — or, with a one-line message and a nonzero status, when
+the server cannot be reached, goes away, refuses the site, or the site's data does not fit.
+Every child process is in its own process group and is ended on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from secfl.errors import ConfigError, ProtocolAbort
+
+__all__ = ["deploy_server", "deploy_client", "parse_address"]
+
+_FAB_PYPROJECT = """[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "secfl-app"
+version = "1.0.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "secfl"
+
+[tool.flwr.app.components]
+serverapp = "secfl_server:server_app"
+clientapp = "secfl_client:client_app"
+
+[tool.flwr.app.config]
+config-file = ""
+out-dir = ""
+stage-timeout = 120.0
+train-timeout = 600.0
+join-timeout = 300.0
+"""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address must be HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _env(home: Path) -> dict[str, str]:
+    bindir = str(Path(sys.executable).parent)
+    return dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(home),
+                PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+
+
+def _need(certs: Path, names: tuple[str, ...]) -> None:
+    missing = [n for n in names if not (certs / n).is_file()]
+    if missing:
+        raise ConfigError(f"{certs}: missing {', '.join(missing)} (create them with `secfl deploy certs {certs}`)")
+
+
+class _Children:
+    """Child processes, each in its own session; all ended on :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        fh = log.open("wb")
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, grace: float = 10.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        end = time.monotonic() + grace
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(5)
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise ProtocolAbort(f"the SuperLink exited at start ({' / '.join(tail)})")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise ProtocolAbort(f"the SuperLink did not listen on {host}:{port} within {timeout:g} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def deploy_server(config: str, address: str, certs: str, out: str, *, stage_timeout: float = 120.0,
+                  train_timeout: float = 600.0, join_timeout: float = 300.0,
+                  on_round: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Run the whole experiment with Flower; returns ``out``. Raises a typed error on failure."""
+    from secfl.runtime.config import ExperimentConfig, load_toml
+
+    cfg_path = Path(config).resolve()
+    cfg = ExperimentConfig.from_dict(load_toml(str(cfg_path)))  # refuse a bad config before starting anything
+    host, port = parse_address(address)
+    cert_dir = Path(certs).resolve()
+    _need(cert_dir, ("ca.crt", "server.crt", "server.key"))
+    out_dir = Path(out).resolve()
+    if (out_dir / "results.json").exists() or (out_dir / "progress.jsonl").exists():
+        raise ConfigError(f"{out_dir} already holds a run; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="secfl-server-"))
+    os.chmod(work, 0o700)
+    home, fab = work / "flwr_home", work / "app"
+    home.mkdir()
+    fab.mkdir()
+    (fab / "pyproject.toml").write_text(_FAB_PYPROJECT)
+    (fab / "secfl_server.py").write_text("from secfl.runtime.flower import server_app as _s\n\n"
+                                         "server_app = _s.server_app\n")
+    (fab / "secfl_client.py").write_text("from secfl.runtime.flower import client_app as _c\n\n"
+                                         "client_app = _c.client_app\n")
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "secfl"\n\n[superlink.secfl]\naddress = "{host}:{port}"\n'
+        f'root-certificates = "{cert_dir / "ca.crt"}"\n')
+    env = _env(home)
+    bindir = Path(sys.executable).parent
+    kids = _Children()
+    try:
+        tls = ["--ssl-ca-certfile", str(cert_dir / "ca.crt"), "--ssl-certfile", str(cert_dir / "server.crt"),
+               "--ssl-keyfile", str(cert_dir / "server.key")]
+        link = kids.start([str(bindir / "flower-superlink"), *tls, "--host", host, "--port", str(port),
+                           "--disable-runtime-dependency-installation"], env, out_dir / "superlink.log")
+        _wait_port(host, port, link, 60.0, out_dir / "superlink.log")
+        run_cfg = (f'config-file="{cfg_path}" out-dir="{out_dir}" stage-timeout={float(stage_timeout)} '
+                   f"train-timeout={float(train_timeout)} join-timeout={float(join_timeout)}")
+        sub = subprocess.run([str(bindir / "flwr"), "run", str(fab), "secfl", "--run-config", run_cfg,
+                              "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
+        try:
+            run_id = int(json.loads(sub.stdout)["run-id"])
+        except (ValueError, KeyError, TypeError):
+            raise ProtocolAbort(f"flwr run failed: {(sub.stdout + sub.stderr).strip()[-500:]}") from None
+        seen = 0
+        limit = join_timeout + cfg.rounds * (train_timeout + 8 * stage_timeout) + 60
+        end = time.monotonic() + limit
+        status = ""
+        while time.monotonic() < end:
+            seen = _report_progress(out_dir, seen, on_round)
+            ls = subprocess.run([str(bindir / "flwr"), "ls", "--run-id", str(run_id), "--format", "json"], env=env,
+                                capture_output=True, text=True, timeout=60)
+            try:
+                status = str(json.loads(ls.stdout)["runs"][0]["status"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                status = ""
+            if status.startswith("finished"):
+                break
+            if link.poll() is not None:
+                raise ProtocolAbort("the SuperLink stopped during the run (see superlink.log)")
+            time.sleep(1.0)
+        _report_progress(out_dir, seen, on_round)
+        error = out_dir / "error.txt"
+        if error.exists():
+            raise ProtocolAbort(error.read_text().splitlines()[0])
+        if not (out_dir / "results.json").exists():
+            raise ProtocolAbort(f"the run ended without results (status {status or 'unknown'}; see {out_dir})")
+        return out_dir
+    finally:
+        kids.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _report_progress(out: Path, seen: int, on_round: Callable[[dict[str, Any]], None] | None) -> int:
+    path = out / "progress.jsonl"
+    if not path.exists():
+        return seen
+    lines = path.read_text().splitlines()
+    for line in lines[seen:]:
+        if on_round is not None and line.strip():
+            on_round(json.loads(line))
+    return len(lines)
+
+
+def deploy_client(server: str, certs: str, site: int, *, data: str | None = None, protocol: str | None = None,
+                  retries: int = 5, wait: float = 10.0, log_dir: str | None = None) -> tuple[int, str]:
+    """Run site ``site`` until the server ends the run: ``(exit status, message)``."""
+    from secfl.runtime.flower.site import SiteProgram
+
+    host, port = parse_address(server)
+    cert_dir = Path(certs).resolve()
+    _need(cert_dir, ("ca.crt",))
+    if isinstance(site, bool) or not isinstance(site, int) or site < 0:
+        raise ConfigError(f"--site must be an integer >= 0, got {site!r}")
+    if data is not None and not Path(data).exists():
+        raise ConfigError(f"--data {data}: no such file or directory")
+    program = SiteProgram(site, data_path=data, expect_protocol=protocol)
+    program.start()
+    logs = Path(log_dir) if log_dir else Path(program.socket_path).parent
+    logs.mkdir(parents=True, exist_ok=True)
+    env = _env(Path(program.socket_path).parent / "flwr_home")
+    kids = _Children()
+    try:
+        node_cfg = f'secfl-site={site} secfl-socket="{program.socket_path}"'
+        node = kids.start([sys.executable, "-m", "secfl.runtime.flower.supernode", "--superlink", f"{host}:{port}",
+                           "--root-certificates", str(cert_dir / "ca.crt"), "--node-config", node_cfg,
+                           "--host", "127.0.0.1", "--port", str(_free_port()), "--max-retries", str(retries),
+                           "--max-wait-time", str(wait)], env, logs / f"supernode-{site}.log")
+        while not program.finished.wait(0.2):
+            if node.poll() is not None:
+                joined = program.site is not None
+                what = "lost the server" if joined else "cannot reach the server"
+                return 1, (f"{what} at {host}:{port} (gave up after {retries} tries; check the address, that the"
+                           f" server runs, and that its certificate is signed by {cert_dir / 'ca.crt'})")
+        status, reason = program.outcome
+        if status == 0:
+            return 0, f"site {site}: the server ended the run ({reason})"
+        return 1, f"site {site}: {reason}"
+    finally:
+        kids.stop()
+        program.close()

@@ -1,0 +1,155 @@
+"""secfl's Flower ServerApp: the experiment's server, with every site a Flower SuperNode.
+
+Run configuration (``flwr run … --run-config``): ``config-file`` (the experiment TOML),
+``out-dir`` (where ``results.json``, ``rounds.csv``, ``config.toml`` and ``progress.jsonl`` go),
+``stage-timeout`` and ``train-timeout`` (seconds), ``join-timeout`` (seconds to wait for the
+sites). Sequence:
+
+1. wait until the configured number of sites are connected; say hello to each (``fl.hello``:
+   the config; the site answers with its id and the party ids it plays). A second node claiming
+   a taken site id is refused (``fl.finish`` with status 1).
+2. run :class:`~secfl.runtime.federation.FederationServer` over :class:`FlowerTransport`; before
+   every round, greet nodes that connected since (a restarted site rejoins under its id).
+3. write the results; tell every site the run is over (``fl.finish``, status 0).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from secfl.errors import ConfigError, SecFLError
+from secfl.protocols.network import Network, server_id
+from secfl.protocols.parties import StageTimeouts
+from secfl.runtime.flower.site import FINISH_STAGE, HELLO_STAGE, RunConfig, RunFinish, SiteHello
+from secfl.runtime.flower.transport import FlowerTransport
+
+__all__ = ["server_app"]
+
+log = logging.getLogger("secfl")
+
+server_app = ServerApp()
+
+#: temporary party ids used to address a node before it has said which parties it plays
+_NODE_BASE = 0xF000_0000
+
+
+class _Sites:
+    """Which node plays which site, kept current between rounds."""
+
+    def __init__(self, grid: Grid, transport: FlowerTransport, config_toml: str, sites: int) -> None:
+        self.grid, self.transport, self.toml, self.sites = grid, transport, config_toml, sites
+        self.node_of_site: dict[int, int] = {}
+        self.known: set[int] = set()
+        self.rejoined: set[int] = set()
+
+    def greet_new(self) -> None:
+        new = [n for n in sorted(self.grid.get_node_ids()) if n not in self.known]
+        if not new:
+            return
+        self.known.update(new)
+        temp = {_NODE_BASE + i: n for i, n in enumerate(new)}
+        self.transport.nodes.update(temp)
+        hello = RunConfig(0, server_id(0), self.toml).to_bytes()
+        replies = self.transport.exchange(HELLO_STAGE, {pid: hello for pid in temp})
+        for pid in temp:
+            del self.transport.nodes[pid]
+        for pid, data in replies.items():
+            node = temp[pid]
+            try:
+                msg = SiteHello.from_bytes(data)
+            except SecFLError as exc:
+                log.warning("node %d: bad hello: %s", node, exc)
+                continue
+            site = int(msg.sender)
+            old = self.node_of_site.get(site)
+            if old is not None and old in set(self.grid.get_node_ids()) and old != node:
+                self._refuse(node, f"site id {site} is already taken by another connected site")
+                continue
+            if old is not None:
+                self.rejoined.add(site)
+            self.node_of_site[site] = node
+            for party in msg.parties.tolist():
+                self.transport.nodes[int(party)] = node
+        for pid in set(temp) - set(replies):
+            log.warning("node %d did not join: %s", temp[pid], self.transport.failures.get(pid, "no reply"))
+
+    def _refuse(self, node: int, reason: str) -> None:
+        pid = _NODE_BASE - 1
+        self.transport.nodes[pid] = node
+        self.transport.exchange(FINISH_STAGE, {pid: RunFinish(0, server_id(0), 1, reason).to_bytes()})
+        del self.transport.nodes[pid]
+
+    def wait_for_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.node_of_site) < self.sites:
+            self.greet_new()
+            if len(self.node_of_site) >= self.sites:
+                break
+            if time.monotonic() > deadline:
+                raise ConfigError(f"only {len(self.node_of_site)} of {self.sites} sites joined within {timeout:g} s"
+                                  f" (sites {sorted(self.node_of_site)})")
+            time.sleep(0.5)
+
+    def finish(self, status: int, reason: str) -> None:
+        msg = RunFinish(0, server_id(0), status, reason).to_bytes()
+        nodes = {site: node for site, node in self.node_of_site.items()}
+        temp = {_NODE_BASE + s: n for s, n in nodes.items()}
+        self.transport.nodes.update(temp)
+        self.transport.exchange(FINISH_STAGE, {pid: msg for pid in temp})
+
+
+def _write_progress(out: Path, rec: Any) -> None:
+    with (out / "progress.jsonl").open("a") as fh:
+        fh.write(json.dumps(asdict(rec)) + "\n")
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    from secfl.runtime.config import ExperimentConfig, dump_toml, load_toml
+    from secfl.runtime.federation import FederationServer
+
+    rc = context.run_config
+    out = Path(str(rc["out-dir"]))
+    out.mkdir(parents=True, exist_ok=True)
+    timeouts = StageTimeouts(float(rc["stage-timeout"]), {"fl.train": float(rc["train-timeout"])})
+    net = Network()
+    transport = FlowerTransport(grid, {}, timeouts, net)
+    sites: _Sites | None = None
+    try:
+        cfg = ExperimentConfig.from_dict(load_toml(str(rc["config-file"])))
+        toml_text = dump_toml(cfg.to_dict())
+        (out / "config.toml").write_text(toml_text)
+        server = FederationServer(cfg)
+        sites = _Sites(grid, transport, toml_text, cfg.clients)
+        sites.wait_for_all(float(rc["join-timeout"]))
+        forget = getattr(server.coordinator, "forget", None)
+
+        def before_round(_rnd: int) -> None:
+            sites.greet_new()
+            for site in sorted(sites.rejoined):
+                if callable(forget):
+                    forget(site)
+            sites.rejoined.clear()
+
+        try:
+            result = server.run(transport, net, on_round=lambda rec: _write_progress(out, rec),
+                                before_round=before_round)
+        finally:
+            server.close()
+        result.meta["engine"] = "flower"
+        result.write(out)
+        sites.finish(0, "the experiment is over")
+    except BaseException as exc:
+        (out / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        if sites is not None:
+            sites.finish(1, f"the server stopped: {type(exc).__name__}: {exc}")
+        raise
