@@ -165,7 +165,8 @@ def cmd_deploy_server(args: argparse.Namespace) -> int:
             print(_row(argparse.Namespace(**rec)), flush=True)
 
     out = deploy_server(args.config, args.address, args.certs, args.out, stage_timeout=args.stage_timeout,
-                        train_timeout=args.train_timeout, join_timeout=args.join_timeout, on_round=on_round)
+                        train_timeout=args.train_timeout, join_timeout=args.join_timeout, record=args.record,
+                        on_round=on_round)
     final = json.loads((out / "results.json").read_text())["final"]
     print(f"final accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f} after {final['rounds']} rounds;"
           f" results in {out}/")
@@ -176,7 +177,7 @@ def cmd_deploy_client(args: argparse.Namespace) -> int:
     from secfl.runtime.flower.launch import deploy_client
 
     status, message = deploy_client(args.server, args.certs, args.site, data=args.data, protocol=args.protocol,
-                                    retries=args.retries)
+                                    connect_timeout=args.connect_timeout)
     print(f"secfl: {message}" if status == 0 else f"secfl: error: {message}",
           file=sys.stdout if status == 0 else sys.stderr)
     return status
@@ -366,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stage-timeout", type=float, default=120.0, help="seconds a protocol stage waits (120)")
     d.add_argument("--train-timeout", type=float, default=600.0, help="seconds local training may take (600)")
     d.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for all sites (300)")
+    d.add_argument("--record", default=None, help="append every message the server handles to this file (audit)")
     d.add_argument("--quiet", action="store_true", help="no per-round table")
     d.set_defaults(func=cmd_deploy_server)
     d = dsub.add_parser("client", help="run one site until the server ends the run")
@@ -374,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--site", required=True, type=int, help="this site's id (0 .. clients-1)")
     d.add_argument("--data", default=None, help="this site's own data: a .npz file or an MNIST IDX directory")
     d.add_argument("--protocol", default=None, help="refuse to run any other protocol than this one")
-    d.add_argument("--retries", type=int, default=5, help="connection attempts before giving up (5)")
+    d.add_argument("--connect-timeout", type=float, default=60.0,
+                   help="seconds to keep trying to reach the server, at start or after losing it (60)")
     d.set_defaults(func=cmd_deploy_client)
     p = sub.add_parser("info", help="versions, device, protocols, CKKS presets")
     p.add_argument("--json", action="store_true", help="also print JSON")
@@ -382,9 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # runs the deploy commands' cleanup (their child processes end with them)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "deploy":
+        import signal
+
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

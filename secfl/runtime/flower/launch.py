@@ -54,6 +54,7 @@ out-dir = ""
 stage-timeout = 120.0
 train-timeout = 600.0
 join-timeout = 300.0
+record-file = ""
 """
 
 
@@ -66,8 +67,10 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def _env(home: Path) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
-    return dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(home),
-                PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(home),
+               PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")  # Flower's own knob (default 1 s per task)
+    return env
 
 
 def _need(certs: Path, names: tuple[str, ...]) -> None:
@@ -76,8 +79,17 @@ def _need(certs: Path, names: tuple[str, ...]) -> None:
         raise ConfigError(f"{certs}: missing {', '.join(missing)} (create them with `secfl deploy certs {certs}`)")
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class _Children:
-    """Child processes, each in its own session; all ended on :meth:`stop`."""
+    """Child processes, each in its own session (ended with its parent on Linux); all ended on
+    :meth:`stop`."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -85,7 +97,7 @@ class _Children:
     def start(self, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         fh = log.open("wb")
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         self.procs.append(proc)
         return proc
 
@@ -129,7 +141,7 @@ def _free_port() -> int:
 
 
 def deploy_server(config: str, address: str, certs: str, out: str, *, stage_timeout: float = 120.0,
-                  train_timeout: float = 600.0, join_timeout: float = 300.0,
+                  train_timeout: float = 600.0, join_timeout: float = 300.0, record: str | None = None,
                   on_round: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Run the whole experiment with Flower; returns ``out``. Raises a typed error on failure."""
     from secfl.runtime.config import ExperimentConfig, load_toml
@@ -167,6 +179,8 @@ def deploy_server(config: str, address: str, certs: str, out: str, *, stage_time
         _wait_port(host, port, link, 60.0, out_dir / "superlink.log")
         run_cfg = (f'config-file="{cfg_path}" out-dir="{out_dir}" stage-timeout={float(stage_timeout)} '
                    f"train-timeout={float(train_timeout)} join-timeout={float(join_timeout)}")
+        if record:
+            run_cfg += f' record-file="{Path(record).resolve()}"'
         sub = subprocess.run([str(bindir / "flwr"), "run", str(fab), "secfl", "--run-config", run_cfg,
                               "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
         try:
@@ -214,13 +228,15 @@ def _report_progress(out: Path, seen: int, on_round: Callable[[dict[str, Any]], 
 
 
 def deploy_client(server: str, certs: str, site: int, *, data: str | None = None, protocol: str | None = None,
-                  retries: int = 5, wait: float = 10.0, log_dir: str | None = None) -> tuple[int, str]:
+                  connect_timeout: float = 60.0, log_dir: str | None = None) -> tuple[int, str]:
     """Run site ``site`` until the server ends the run: ``(exit status, message)``."""
     from secfl.runtime.flower.site import SiteProgram
 
     host, port = parse_address(server)
     cert_dir = Path(certs).resolve()
     _need(cert_dir, ("ca.crt",))
+    if not 0 < connect_timeout <= 86_400:
+        raise ConfigError(f"--connect-timeout must be in (0, 86400] seconds, got {connect_timeout}")
     if isinstance(site, bool) or not isinstance(site, int) or site < 0:
         raise ConfigError(f"--site must be an integer >= 0, got {site!r}")
     if data is not None and not Path(data).exists():
@@ -235,14 +251,15 @@ def deploy_client(server: str, certs: str, site: int, *, data: str | None = None
         node_cfg = f'secfl-site={site} secfl-socket="{program.socket_path}"'
         node = kids.start([sys.executable, "-m", "secfl.runtime.flower.supernode", "--superlink", f"{host}:{port}",
                            "--root-certificates", str(cert_dir / "ca.crt"), "--node-config", node_cfg,
-                           "--host", "127.0.0.1", "--port", str(_free_port()), "--max-retries", str(retries),
-                           "--max-wait-time", str(wait)], env, logs / f"supernode-{site}.log")
+                           "--host", "127.0.0.1", "--port", str(_free_port()),
+                           "--max-wait-time", str(float(connect_timeout))], env, logs / f"supernode-{site}.log")
         while not program.finished.wait(0.2):
             if node.poll() is not None:
                 joined = program.site is not None
                 what = "lost the server" if joined else "cannot reach the server"
-                return 1, (f"{what} at {host}:{port} (gave up after {retries} tries; check the address, that the"
-                           f" server runs, and that its certificate is signed by {cert_dir / 'ca.crt'})")
+                return 1, (f"{what} at {host}:{port} (no connection for {connect_timeout:g} s; check the address,"
+                           f" that the server runs, and that its certificate is valid and signed by"
+                           f" {cert_dir / 'ca.crt'})")
         status, reason = program.outcome
         if status == 0:
             return 0, f"site {site}: the server ended the run ({reason})"

@@ -3,7 +3,7 @@
 Run configuration (``flwr run … --run-config``): ``config-file`` (the experiment TOML),
 ``out-dir`` (where ``results.json``, ``rounds.csv``, ``config.toml`` and ``progress.jsonl`` go),
 ``stage-timeout`` and ``train-timeout`` (seconds), ``join-timeout`` (seconds to wait for the
-sites). Sequence:
+sites), ``record-file`` (optional: every message the server handles, :mod:`.audit`). Sequence:
 
 1. wait until the configured number of sites are connected; say hello to each (``fl.hello``:
    the config; the site answers with its id and the party ids it plays). A second node claiming
@@ -122,7 +122,8 @@ def main(grid: Grid, context: Context) -> None:
     out.mkdir(parents=True, exist_ok=True)
     timeouts = StageTimeouts(float(rc["stage-timeout"]), {"fl.train": float(rc["train-timeout"])})
     net = Network()
-    transport = FlowerTransport(grid, {}, timeouts, net)
+    record = str(rc.get("record-file", ""))
+    transport = FlowerTransport(grid, {}, timeouts, net, record=Path(record) if record else None)
     sites: _Sites | None = None
     try:
         cfg = ExperimentConfig.from_dict(load_toml(str(rc["config-file"])))

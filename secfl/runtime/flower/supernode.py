@@ -3,8 +3,10 @@
 Runs ``flower-supernode`` (same arguments) in this process, with two changes that Flower 1.42
 offers no flag for, both measured on this machine:
 
-- an idle SuperNode polls its SuperLink every 3 s (a fixed sleep); here it polls every
-  ``SECFL_POLL`` seconds (default 0.2), which takes about 3 s off every stage of a protocol;
+- an idle SuperNode polls its SuperLink every 3 s, and waits for a reply in steps of 0.5 s (fixed
+  sleeps); here every such wait is at most ``SECFL_POLL`` seconds (default 0.1), which takes
+  seconds off every stage of a protocol (the SuperExec's own poll is set through Flower's
+  ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` by :mod:`secfl.runtime.flower.launch`);
 - when it gives up reconnecting (``--max-retries``) its fleet loop returns but a non-daemon
   thread keeps the process alive forever; here the process then exits with status 3, so the
   site's program learns that the server is gone.
@@ -24,7 +26,7 @@ def _patch_poll(interval: float) -> None:
     real = time
 
     def sleep(seconds: float) -> None:
-        real.sleep(min(seconds, interval) if seconds >= 1.0 else seconds)
+        real.sleep(min(seconds, interval))
 
     shim = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")})
     shim.sleep = sleep
@@ -37,7 +39,7 @@ def main() -> None:
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
-    _patch_poll(float(os.environ.get("SECFL_POLL", "0.2")))
+    _patch_poll(float(os.environ.get("SECFL_POLL", "0.1")))
     sys.argv[0] = "flower-supernode"
     code = 3
     try:

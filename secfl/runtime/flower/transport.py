@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.parties import StageTimeouts, Transport
+from secfl.runtime.flower.audit import append
 
 __all__ = ["FlowerTransport", "MESSAGE_TYPE", "RECORD"]
 
@@ -28,7 +30,8 @@ class FlowerTransport(Transport):
     """``grid``: Flower's ``Grid``; ``nodes``: party id -> node id (kept up to date by the app)."""
 
     def __init__(self, grid: Any, nodes: dict[int, int], timeouts: StageTimeouts, net: Network,
-                 *, poll: float = 0.05) -> None:
+                 *, poll: float = 0.05, record: Path | None = None) -> None:
+        self.record = record
         self.grid = grid
         self.nodes = nodes
         self.timeouts = timeouts
@@ -47,6 +50,8 @@ class FlowerTransport(Transport):
                 self.failures[pid] = "no site hosts this party (not connected)"
                 continue
             self.net.send(server_id(0), pid, data)
+            if self.record is not None:
+                append(self.record, False, pid, stage, data)
             content = RecordDict({RECORD: ConfigRecord({"party": int(pid), "stage": stage, "data": data})})
             messages.append((pid, Message(content=content, dst_node_id=node, message_type=MESSAGE_TYPE)))
         if not messages:
@@ -73,6 +78,8 @@ class FlowerTransport(Transport):
                     self.failures[pid] = "malformed reply (no bytes)"
                     continue
                 replies[pid] = self.net.send(pid, server_id(0), data)
+                if self.record is not None:
+                    append(self.record, True, pid, stage, data)
             if pending:
                 time.sleep(self.poll)
         for pid in pending.values():

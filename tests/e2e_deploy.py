@@ -1,0 +1,202 @@
+"""``secfl deploy`` end to end (issue 11): a server and its sites as real processes on 127.0.0.1,
+gRPC over TLS with certificates the test creates, each run bounded in time, nothing left behind.
+
+The final model of a deployment equals the in-process simulation of the same seed (both reveal a
+deterministic mean: plaintext float64 and ckks's grid decoding); a bad input ends with a
+one-line error and a nonzero status, within the stage timeout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr", reason="secfl deploy needs the flower extra")
+
+from deploy_harness import Deployment  # noqa: E402
+
+from secfl.runtime.config import ExperimentConfig  # noqa: E402
+from secfl.runtime.simulator import Experiment  # noqa: E402
+
+TINY = {"clients": 3, "rounds": 2, "seed": 0, "data": {"name": "synthetic", "synthetic_samples": 240},
+        "train": {"epochs": 1, "batch_size": 16}}
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    dep = Deployment(tmp_path)
+    yield dep
+    left = dep.stop()
+    assert not left, f"processes left behind: {left}"
+
+
+def _no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text[-2000:]
+
+
+@pytest.mark.parametrize("protocol", ["plaintext", "ckks"])
+def test_three_sites_two_rounds_match_the_simulation(deployment, protocol):
+    opts = {"wire_dtype": "float64"} if protocol == "plaintext" else {}
+    config = {**TINY, "protocol": protocol, "protocol_options": opts}
+    server = deployment.server(config)
+    sites = [deployment.client(k, "--protocol", protocol) for k in range(3)]
+    assert deployment.wait(server, 240) == 0, server.output()[-3000:]
+    for s in sites:
+        assert deployment.wait(s, 60) == 0, s.output()
+        assert "the server ended the run" in s.output()
+        _no_traceback(s.output())
+    import json
+
+    got = json.loads((deployment.out / "results.json").read_text())
+    assert (deployment.out / "rounds.csv").exists() and (deployment.out / "config.toml").exists()
+    sim = Experiment(ExperimentConfig.from_dict(config)).run()
+    assert got["meta"]["engine"] == "flower"
+    for mine, ref in zip(got["rounds"], sim.rounds, strict=True):
+        assert mine["dropped"] == []
+        assert mine["accuracy"] == pytest.approx(ref.accuracy, abs=1e-9)
+        assert mine["loss"] == pytest.approx(ref.loss, rel=1e-5)
+        assert mine["bytes_up_per_client"] > 0
+    assert np.isfinite(got["final"]["loss"])
+
+
+def test_the_audit_check_finds_a_deliberate_leak(tmp_path):
+    from secfl.crypto.ckks import CkksSecretContext
+    from secfl.protocols.ckks import CkksSecretContextMessage
+    from secfl.runtime.flower.audit import append, audit, read_record
+
+    path = tmp_path / "rec.bin"
+    secret = CkksSecretContext.generate().to_bytes(include_secret_key=True)
+    append(path, True, 0, "ckks.upload", b"SF" + secret[:40])  # a secret context inside some payload
+    append(path, False, 1, "ckks.upload", CkksSecretContextMessage(0, 7, secret).to_bytes())
+    problems = audit(read_record(path), "ckks")
+    assert len(problems) == 3 and "secret context" in problems[0]
+
+
+def _audit_record(dep, protocol):
+    from secfl.runtime.flower.audit import audit, read_record
+
+    records = read_record(dep.root / "record.bin")
+    assert {r.stage for r in records} >= {"fl.hello", "fl.train", f"{protocol}.upload"}
+    assert audit(records, protocol) == []
+
+
+@pytest.mark.parametrize("protocol", ["ckks"])
+def test_nothing_secret_reaches_the_server_processes(deployment, protocol):
+    config = {**TINY, "rounds": 1, "protocol": protocol}
+    server = deployment.server(config, "--record", str(deployment.root / "record.bin"))
+    sites = [deployment.client(k) for k in range(3)]
+    assert deployment.wait(server, 240) == 0, server.output()[-3000:]
+    for s in sites:
+        assert deployment.wait(s, 60) == 0
+    _audit_record(deployment, protocol)
+
+
+def test_bad_client_inputs_fail_fast_with_one_line(deployment, tmp_path):
+    # no server at all: the client gives up after its connect timeout
+    p = deployment.client(0, address=f"127.0.0.1:{deployment.port}", connect_timeout=5)
+    assert deployment.wait(p, 60) == 1
+    assert "cannot reach the server" in p.output() and len(p.output().strip().splitlines()) == 1
+    # a --data path that does not exist, a bad address, a missing CA file: refused before connecting
+    q = deployment.client(0, "--data", str(tmp_path / "nope.npz"), name="nodata")
+    r = deployment.client(0, address="no-port-here", name="badaddr")
+    s = deployment.client(0, certs=tmp_path / "nowhere", name="nocerts")
+    for proc, text in ((q, "no such file"), (r, "HOST:PORT"), (s, "missing ca.crt")):
+        assert deployment.wait(proc, 30) == 2
+        assert text in proc.output() and len(proc.output().strip().splitlines()) == 1
+        _no_traceback(proc.output())
+
+
+def _expired_server_cert(certs):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    ca_key = serialization.load_pem_private_key((certs / "ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((certs / "ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((certs / "server.crt").read_bytes())
+    key = serialization.load_pem_private_key((certs / "server.key").read_bytes(), None)
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    expired = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(ca.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(past - dt.timedelta(days=30)).not_valid_after(past)
+               .add_extension(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value, False)
+               .sign(ca_key, hashes.SHA256()))
+    (certs / "server.crt").write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize("problem", ["wrong-ca", "expired"])
+def test_a_site_refuses_a_server_it_cannot_verify(deployment, tmp_path, problem):
+    from secfl.runtime.flower.certs import write_certs
+
+    other = tmp_path / "other-ca"
+    write_certs(other)
+    if problem == "expired":
+        _expired_server_cert(deployment.certs)
+    server = deployment.server({**TINY, "protocol": "plaintext"}, stage_timeout=10)
+    site = deployment.client(0, certs=other if problem == "wrong-ca" else None, connect_timeout=10)
+    assert deployment.wait(site, 90) == 1
+    assert "cannot reach the server" in site.output() and "certificate" in site.output()
+    _no_traceback(site.output())
+    assert server.popen.poll() is None  # the server still waits for valid sites
+
+
+def test_site_ids_out_of_range_taken_or_with_misfit_data_are_refused(deployment, tmp_path):
+    import numpy as np
+
+    server = deployment.server({**TINY, "protocol": "plaintext"})
+    bad_shape = tmp_path / "bad.npz"
+    rng = np.random.default_rng(0)
+    np.savez(bad_shape, x=rng.normal(size=(40, 7)).astype(np.float32), y=rng.integers(0, 2, 40))
+    out_of_range = deployment.client(5, name="site5")
+    misfit = deployment.client(1, "--data", str(bad_shape), name="misfit")
+    for proc, text in ((out_of_range, "out of range"), (misfit, "shape")):
+        assert deployment.wait(proc, 120) == 1, proc.output()
+        assert text in proc.output() and len(proc.output().strip().splitlines()) == 1
+        _no_traceback(proc.output())
+    first = deployment.client(0, name="site0")
+    import time
+
+    time.sleep(20)  # site 0 joins first
+    second = deployment.client(0, name="site0-again")
+    assert deployment.wait(second, 120) == 1, second.output()
+    assert "already taken" in second.output()
+    assert server.popen.poll() is None and first.popen.poll() is None
+
+
+@pytest.mark.slow
+def test_a_site_killed_mid_run_is_a_dropout_and_the_run_completes(deployment):
+    import os
+    import signal
+    import time
+
+    config = {**TINY, "rounds": 3, "protocol": "ckks"}
+    server = deployment.server(config, stage_timeout=15)
+    sites = [deployment.client(k) for k in range(3)]
+    end = time.monotonic() + 240
+    while len(deployment.progress()) < 1 and time.monotonic() < end:
+        time.sleep(0.5)
+    os.killpg(sites[2].popen.pid, signal.SIGKILL)  # the site and, with it, its SuperNode
+    assert deployment.wait(server, 300) == 0, server.output()[-3000:]
+    import json
+
+    rounds = json.loads((deployment.out / "results.json").read_text())["rounds"]
+    assert rounds[0]["dropped"] == [] and rounds[-1]["dropped"] == [2]
+    assert all(np.isfinite(r["loss"]) for r in rounds)
+
+
+@pytest.mark.slow
+def test_when_the_server_dies_every_site_exits_with_a_clear_message(deployment):
+    import os
+    import signal
+    import time
+
+    server = deployment.server({**TINY, "rounds": 50, "protocol": "plaintext"})
+    sites = [deployment.client(k, connect_timeout=10) for k in range(3)]
+    end = time.monotonic() + 240
+    while len(deployment.progress()) < 1 and time.monotonic() < end:
+        time.sleep(0.5)
+    os.killpg(server.popen.pid, signal.SIGKILL)
+    for s in sites:
+        assert deployment.wait(s, 120) == 1
+        assert "lost the server" in s.output()
+        _no_traceback(s.output())
