@@ -40,7 +40,7 @@ def run_sites(cfg: ExperimentConfig, *, silent=None, record=False):
     return result, net
 
 
-@pytest.mark.parametrize("protocol", ["plaintext", "ckks"])
+@pytest.mark.parametrize("protocol", ["plaintext", "ckks", "additive"])
 def test_sites_match_the_simulator(protocol):
     opts = {"wire_dtype": "float64"} if protocol == "plaintext" else {}
     cfg = ExperimentConfig.from_dict({**TINY, "protocol": protocol, "protocol_options": opts})
@@ -48,7 +48,8 @@ def test_sites_match_the_simulator(protocol):
     got, net = run_sites(cfg, record=True)
     assert [r.round for r in got.rounds] == [1, 2]
     assert got.meta["client_sizes"] == sim.meta["client_sizes"]
-    # ckks (grid decoding) and plaintext float64 both reveal a deterministic mean: same model
+    # plaintext float64, ckks (grid decoding) and additive (exact integer sum) reveal a
+    # deterministic mean: the same model
     np.testing.assert_allclose(got.model_vector, sim.model_vector, atol=1e-6)
     assert got.final["accuracy"] == pytest.approx(sim.final["accuracy"], abs=1e-9)
     assert all(r.bytes_up_per_client > 0 and r.bytes_down_per_client > 0 for r in got.rounds)
