@@ -125,8 +125,19 @@ def test_secfl_run_defaults_give_the_server_nothing_to_recover(monkeypatch, mode
         applied.append(np.array(mean, dtype=np.float64))
         return real_apply(global_vec, mean, lr)
 
+    from secfl.protocols.ckks import protocol as ckks_protocol
+
+    revealed = []
+    real_reveal = ckks_protocol._CkksRound.reveal
+
+    def reveal_spy(self):
+        out = real_reveal(self)
+        revealed.append(out)  # what the server's process holds after the reveal (mean, total weight)
+        return out
+
     monkeypatch.setattr(simulator, "Network", Recording)
     monkeypatch.setattr(simulator, "apply_mean", spy)
+    monkeypatch.setattr(ckks_protocol._CkksRound, "reveal", reveal_spy)
     opts = {} if mode == "default" else {"input": "unsafe-float"}
     cfg = ExperimentConfig.from_dict({"model": "mlp", "clients": 3, "rounds": 1, "data": {"name": "digits"},
                                       "train": {"epochs": 1}, "protocol_options": opts})
@@ -139,7 +150,8 @@ def test_secfl_run_defaults_give_the_server_nothing_to_recover(monkeypatch, mode
     assert mean.size > 2048
     public, uploads, aggregate = _server_material(nets[0])
     options = CkksOptions(max_weight=float(sizes.max()), **opts)
-    key = _attack(public, aggregate, mean, float(sizes.sum()), options, cfg.clients)
+    assert np.array_equal(revealed[0].mean, mean)
+    key = _attack(public, aggregate, mean, float(revealed[0].total_weight), options, cfg.clients)
     if mode == "default":
         assert key is None
     else:
