@@ -224,7 +224,11 @@ class CkksThreshold(Protocol):
                           f" member_id(0..{n - 1})")
 
     def site_roles(self, site: int, sites: int) -> tuple[int, ...]:
-        """Across sites, site j < n also plays quorum member j."""
+        """Across sites, site j < n also plays quorum member j (n sites at least: a site playing
+        two members would hold two key shares)."""
+        if sites < self.options.quorum[1]:
+            raise ConfigError(f"ckks-threshold with a quorum of n = {self.options.quorum[1]} members needs at least"
+                              f" {self.options.quorum[1]} sites (one member each); this federation has {sites}")
         return (member_id(site),) if site < self.options.quorum[1] else ()
 
     def client(self, cid: int) -> ThresholdClient:

@@ -55,6 +55,8 @@ class ThresholdCoordinator(Coordinator):
     """The server across sites: its :class:`ThresholdServer` (public material only), and which
     clients already hold the current key."""
 
+    UPLOAD_STAGE = UPLOAD
+
     def __init__(self, options: CkksThresholdOptions) -> None:
         self.options = options
         self.params = options.resolved_params()

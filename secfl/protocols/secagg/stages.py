@@ -56,6 +56,8 @@ class SecAggCoordinator(Coordinator):
     masks in parallel (the server's own helper processes; they receive the server's
     reconstructed secrets only)."""
 
+    UPLOAD_STAGE = MASKED_INPUT
+
     def __init__(self, options: SecAggOptions | None = None, dp: IntegerMechanism | None = None,
                  helpers: PartyHost | None = None) -> None:
         self.options = SecAggOptions() if options is None else options

@@ -141,7 +141,7 @@ class SiteProgram:
                 ipc.write_answer(conn, True, answer)
             except SecFLError as exc:
                 text = f"{type(exc).__name__}: {exc}"
-                log.warning("site %d: %s", self.site_id, text)
+                log.info("site %d: %s", self.site_id, text)
                 try:
                     ipc.write_answer(conn, False, text.encode())
                 except OSError:
