@@ -124,7 +124,8 @@ class SiteProgram:
         threading.Thread(target=self._accept, name="secfl-site-pipe", daemon=True).start()
 
     def _accept(self) -> None:
-        assert self._server is not None  # noqa: S101 - set by start()
+        if self._server is None:
+            raise ConfigError("SiteProgram.start() must run before the pipe accepts requests")
         while not self.finished.is_set():
             try:
                 conn, _ = self._server.accept()
