@@ -183,6 +183,23 @@ def cmd_deploy_client(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_deploy_simulate(args: argparse.Namespace) -> int:
+    from secfl.runtime.flower.simulation import simulate
+
+    out = simulate(args.config, args.out, cpus=args.cpus, cpus_per_client=args.cpus_per_client,
+                   gpus_per_client=args.gpus_per_client, stage_timeout=args.stage_timeout,
+                   train_timeout=args.train_timeout)
+    result = json.loads((out / "results.json").read_text())
+    if not args.quiet:
+        print(_HEADER)
+        for rec in result["rounds"]:
+            print(_row(argparse.Namespace(**rec)))
+    final = result["final"]
+    print(f"final accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f} after {final['rounds']} rounds"
+          f" on Flower's simulation engine; results in {out}/")
+    return 0
+
+
 def _epsilons(text: str | None) -> list[float | None]:
     """``"1,4,inf"`` → [1.0, 4.0, None]; None means no DP."""
     if text is None:
@@ -379,6 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--connect-timeout", type=float, default=60.0,
                    help="seconds to keep trying to reach the server, at start or after losing it (60)")
     d.set_defaults(func=cmd_deploy_client)
+    d = dsub.add_parser("simulate", help="the same app on Flower's simulation engine (Ray): one simulated site"
+                                         " per client, spread over the cores")
+    d.add_argument("config", help="experiment TOML (protocol plaintext or secagg)")
+    d.add_argument("--out", required=True, help="output directory (results.json, rounds.csv, config.toml)")
+    d.add_argument("--cpus", type=int, default=None, help="Ray's CPU pool (default: all cores)")
+    d.add_argument("--cpus-per-client", type=float, default=1.0, help="CPUs per simulated ClientApp (1)")
+    d.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per simulated ClientApp (0)")
+    d.add_argument("--stage-timeout", type=float, default=300.0, help="seconds a protocol stage waits (300)")
+    d.add_argument("--train-timeout", type=float, default=600.0, help="seconds local training may take (600)")
+    d.add_argument("--quiet", action="store_true", help="no per-round table")
+    d.set_defaults(func=cmd_deploy_simulate)
     p = sub.add_parser("info", help="versions, device, protocols, CKKS presets")
     p.add_argument("--json", action="store_true", help="also print JSON")
     p.set_defaults(func=cmd_info)

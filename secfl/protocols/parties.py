@@ -74,6 +74,17 @@ class Party(ABC):
     def handle(self, stage: str, request: bytes) -> bytes:
         """Answer the server's ``request`` for ``stage`` (parse strictly, typed errors)."""
 
+    def save_state(self) -> bytes:
+        """Everything this party holds, as bytes, for an engine that runs it afresh per message
+        (Flower's simulation engine keeps them in the node's own context). Secrets included: the
+        bytes never leave the node. Parties whose state cannot leave their process refuse."""
+        raise ConfigError(f"{type(self).__name__} keeps live state that cannot leave its process;"
+                          " run this protocol with `secfl run` or `secfl deploy`")
+
+    def load_state(self, data: bytes) -> None:
+        """Restore what :meth:`save_state` wrote (onto a party fresh from ``Protocol.party``)."""
+        raise ConfigError(f"{type(self).__name__} cannot restore a saved state")
+
 
 class ClientParty(Party):
     """A client: a party that also holds its own update and weight for the current round."""
@@ -91,6 +102,19 @@ class ClientParty(Party):
         _, update, weight = self._input
         self._input = None
         return update, weight
+
+    def _save_input(self, w: Writer) -> Writer:
+        if self._input is None:
+            return w.u8(0)
+        rnd, update, weight = self._input
+        return w.u8(1).u64(rnd).f64(weight).array(np.asarray(update, dtype=np.float64).ravel())
+
+    def _load_input(self, r: Reader) -> None:
+        if r.u8():
+            rnd, weight = r.u64(), r.f64()
+            self._input = (rnd, r.array("f8").copy(), weight)
+        else:
+            self._input = None
 
 
 class Transport(ABC):

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from secfl._version import __version__
 
 __all__ = ["RoundRecord", "ExperimentResult"]
@@ -66,7 +68,8 @@ class ExperimentResult:
                 "final": self.final, "meta": self.meta}
 
     def write(self, out: str | Path) -> list[Path]:
-        """Write ``results.json`` and ``rounds.csv`` into ``out``; returns the paths."""
+        """Write ``results.json``, ``rounds.csv`` and (when known) ``model.npy``, the final global
+        model as a flat float32 vector in the model's parameter order; returns the paths."""
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
         rj = d / "results.json"
@@ -81,4 +84,8 @@ class ExperimentResult:
                             len(r.dropped), f"{r.bytes_up_per_client:.0f}", f"{r.bytes_down_per_client:.0f}",
                             *(f"{r.seconds.get(p, 0.0):.6f}" for p in PHASES),
                             "" if r.epsilon is None else f"{r.epsilon:.6f}"])
-        return [rj, rc]
+        if self.model_vector is None:
+            return [rj, rc]
+        mp = d / "model.npy"
+        np.save(mp, np.asarray(self.model_vector, dtype=np.float32))
+        return [rj, rc, mp]

@@ -10,6 +10,7 @@ from secfl.protocols.network import server_id
 from secfl.protocols.parties import ClientParty, RoundRequest
 from secfl.protocols.plaintext.messages import PlainUpdate
 from secfl.protocols.plaintext.options import PlaintextOptions
+from secfl.protocols.wire import Reader, Writer
 
 __all__ = ["PlainClient"]
 
@@ -34,3 +35,14 @@ class PlainClient(ClientParty):
             raise MalformedMessageError(f"client {self.party_id} is not a participant of round {req.round}")
         update, weight = self.take_input(req.round)
         return self.protect(req.round, req.dim, update, weight)
+
+    def save_state(self) -> bytes:
+        """Only the round's input: a plaintext client holds nothing else."""
+        return self._save_input(Writer().u32(self.party_id)).getvalue()
+
+    def load_state(self, data: bytes) -> None:
+        r = Reader(data, "plaintext client state")
+        if r.u32() != self.party_id:
+            raise MalformedMessageError(f"the saved state is not client {self.party_id}'s")
+        self._load_input(r)
+        r.done()

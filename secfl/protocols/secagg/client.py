@@ -25,6 +25,7 @@ from secfl.crypto.ring import Ring
 from secfl.crypto.sharing import SHAMIR_PRIME, bytes_to_field, shamir_split
 from secfl.dp import IntegerMechanism
 from secfl.errors import (
+    ConfigError,
     DecryptionRefusedError,
     DroppedOutError,
     DuplicateSenderError,
@@ -64,6 +65,7 @@ from secfl.protocols.secagg.options import (
     SecAggOptions,
     check_client_ids,
 )
+from secfl.protocols.wire import Reader, Writer
 
 __all__ = ["SecAggClient"]
 
@@ -97,6 +99,7 @@ class SecAggClient(ClientParty):
     def _reset(self) -> None:
         """Forget every round state (keys are drawn by :meth:`begin`)."""
         self._dim = 0
+        self._n = 0  # participants of the round (the encoder depends on it)
         self._dither_seed: bytes | None = None
         self._b: bytes | None = None
         self.threshold = 0
@@ -147,7 +150,7 @@ class SecAggClient(ClientParty):
             options.graph_parameters(n)  # the round must be one this client's options allow
             encoder = round_encoder(options, n, self._dp)
             self.begin(req.round, encoder, encoder.length(req.dim), None)
-            self._dim = req.dim
+            self._dim, self._n = req.dim, n
             return self.advertise()
         if stage == SHARE_KEYS:
             self.on_roster(request)
@@ -161,6 +164,62 @@ class SecAggClient(ClientParty):
             return self.unmask(request)
         raise MalformedMessageError(f"secagg client: unknown stage {stage!r}")
 
+
+    def save_state(self) -> bytes:
+        """The round's state, secrets included (key pairs, self-mask seed, channel keys, sealed
+        shares held, what was revealed) and the input; a precomputed mask is not kept. Only for a
+        site's client (built with options): the encoder is rebuilt from them."""
+        w = Writer().u32(self.party_id).u64(self.round + 1)
+        self._save_input(w)
+        if self.round < 0:
+            return w.getvalue()
+        if self._dither_seed is not None:
+            raise ConfigError("a simulator-built secagg client (shared dither seed) cannot be saved")
+        w.u64(self._dim).u32(self._n).u32(self.threshold).u8(self._forwarded).u8(self.sent_masked_input)
+        w.blob(self._c.export_secret()).blob(self._s.export_secret()).blob(self._b or b"")
+        w.u32(len(self._peer_c))
+        for v in sorted(self._peer_c):
+            w.u32(v).blob(self._peer_c[v].raw).blob(self._peer_s[v].raw)
+        w.u32(len(self._key_in))
+        for v in sorted(self._key_in):
+            w.u32(v).blob(self._key_in[v])
+        w.u32(len(self._inbox))
+        for v in sorted(self._inbox):
+            w.u32(v).blob(self._inbox[v])
+        w.u32(len(self._revealed))
+        for v in sorted(self._revealed):
+            w.u32(v).u8(ord(self._revealed[v]))
+        return w.getvalue()
+
+    def load_state(self, data: bytes) -> None:
+        r = Reader(data, "secagg client state")
+        if r.u32() != self.party_id:
+            raise MalformedMessageError(f"the saved state is not client {self.party_id}'s")
+        rnd = r.u64() - 1
+        self._reset()
+        self._load_input(r)
+        self.round = rnd
+        if rnd >= 0:
+            self._dim, self._n, self.threshold = r.u64(), r.u32(), r.u32()
+            self._forwarded, self.sent_masked_input = bool(r.u8()), bool(r.u8())
+            options = SecAggOptions() if self._options is None else self._options
+            self.encoder = round_encoder(options, self._n, self._dp)
+            self.ring, self.length = self.encoder.ring, self.encoder.length(self._dim)
+            self._c, self._s = PrivateKey.from_secret(r.blob(64)), PrivateKey.from_secret(r.blob(64))
+            self._b = r.blob(64) or None
+            for _ in range(r.u32()):
+                v = r.u32()
+                self._peer_c[v], self._peer_s[v] = PublicKey(r.blob(KEY_BYTES)), PublicKey(r.blob(KEY_BYTES))
+            for _ in range(r.u32()):
+                v = r.u32()
+                self._key_in[v] = r.blob(64)
+            for _ in range(r.u32()):
+                v = r.u32()
+                self._inbox[v] = r.blob(1 << 16)
+            for _ in range(r.u32()):
+                v = r.u32()
+                self._revealed[v] = chr(r.u8())
+        r.done()
 
     # 0 -----------------------------------------------------------------------------------
     def advertise(self) -> bytes:

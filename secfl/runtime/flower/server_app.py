@@ -19,6 +19,7 @@ import json
 import logging
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from secfl.protocols.parties import StageTimeouts
 from secfl.runtime.flower.site import FINISH_STAGE, HELLO_STAGE, RunConfig, RunFinish, SiteHello
 from secfl.runtime.flower.transport import FlowerTransport
 
-__all__ = ["server_app"]
+__all__ = ["server_app", "serve"]
 
 log = logging.getLogger("secfl")
 
@@ -114,10 +115,14 @@ def _write_progress(out: Path, rec: Any) -> None:
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
+    serve(grid, context.run_config, engine="flower")
+
+
+def serve(grid: Grid, rc: Mapping[str, Any], *, engine: str) -> None:
+    """The whole experiment over ``grid`` (run configuration ``rc``, keys as above)."""
     from secfl.runtime.config import ExperimentConfig, dump_toml, load_toml
     from secfl.runtime.federation import FederationServer
 
-    rc = context.run_config
     out = Path(str(rc["out-dir"]))
     out.mkdir(parents=True, exist_ok=True)
     timeouts = StageTimeouts(float(rc["stage-timeout"]), {"fl.train": float(rc["train-timeout"])})
@@ -146,7 +151,7 @@ def main(grid: Grid, context: Context) -> None:
                                 before_round=before_round)
         finally:
             server.close()
-        result.meta["engine"] = "flower"
+        result.meta["engine"] = engine
         result.write(out)
         sites.finish(0, "the experiment is over")
     except BaseException as exc:
