@@ -12,12 +12,12 @@ Each run is a subprocess in its own session with a hard time limit (``--time-lim
 process it started (and their descendants) is ended afterwards, also on error or Ctrl-C. From
 each ``results.json`` it takes the median over rounds of ``seconds.total`` (and of each phase),
 the mean bytes up / down per client and the final accuracy, plus the wall seconds of the whole
-command (start-up, joining and key setup included). ``ckks-threshold`` uses the quorum
+command (process start-up and joining included). ``ckks-threshold`` uses the quorum
 (n // 2 + 1, n) with n = min(sites, 5): site j < n plays quorum member j.
 
 Rows report sim s/round, deploy s/round, their ratio (the cost of real processes, serialization
-through Flower, TLS and polling), bytes per client in both engines (they should agree: both count
-the serialized protocol messages) and accuracy in both. A failing row records its error and
+through Flower, TLS and polling), bytes per client in both engines (they should nearly agree: both
+count the serialized protocol messages) and accuracy in both. A failing row records its error and
 the benchmark goes on. Everything runs on one machine, so deploy's sites compete for its cores:
 on a small machine the ratio grows with the number of sites for that reason alone.
 

@@ -154,6 +154,14 @@ def cmd_deploy_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_node_key(args: argparse.Namespace) -> int:
+    from secfl.runtime.flower.certs import write_node_key
+
+    priv, pub = write_node_key(args.dir, args.site, overwrite=args.overwrite)
+    print(f"wrote {priv} (keep it at site {args.site}) and {pub} (give it to the server operator)")
+    return 0
+
+
 def cmd_deploy_server(args: argparse.Namespace) -> int:
     from secfl.runtime.flower.launch import deploy_server
 
@@ -166,7 +174,7 @@ def cmd_deploy_server(args: argparse.Namespace) -> int:
 
     out = deploy_server(args.config, args.address, args.certs, args.out, stage_timeout=args.stage_timeout,
                         train_timeout=args.train_timeout, join_timeout=args.join_timeout, record=args.record,
-                        on_round=on_round)
+                        authorized_keys=args.authorized_keys, on_round=on_round)
     final = json.loads((out / "results.json").read_text())["final"]
     print(f"final accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f} after {final['rounds']} rounds;"
           f" results in {out}/")
@@ -177,7 +185,7 @@ def cmd_deploy_client(args: argparse.Namespace) -> int:
     from secfl.runtime.flower.launch import deploy_client
 
     status, message = deploy_client(args.server, args.certs, args.site, data=args.data, protocol=args.protocol,
-                                    connect_timeout=args.connect_timeout)
+                                    connect_timeout=args.connect_timeout, auth_key=args.auth_key)
     print(f"secfl: {message}" if status == 0 else f"secfl: error: {message}",
           file=sys.stdout if status == 0 else sys.stderr)
     return status
@@ -376,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
     d.add_argument("--overwrite", action="store_true", help="replace existing files")
     d.set_defaults(func=cmd_deploy_certs)
+    d = dsub.add_parser("node-key", help="write a site's node-authentication key pair (site-K.key, site-K.pub)")
+    d.add_argument("dir", help="output directory")
+    d.add_argument("--site", required=True, type=int, help="the site id the key is for")
+    d.add_argument("--overwrite", action="store_true", help="replace existing files")
+    d.set_defaults(func=cmd_deploy_node_key)
     d = dsub.add_parser("server", help="run the experiment's server: waits for the sites, writes results")
     d.add_argument("config", help="experiment TOML (as for secfl run)")
     d.add_argument("--address", default="127.0.0.1:9092", help="HOST:PORT to listen on (default 127.0.0.1:9092)")
@@ -385,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--train-timeout", type=float, default=600.0, help="seconds local training may take (600)")
     d.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for all sites (300)")
     d.add_argument("--record", default=None, help="append every message the server handles to this file (audit)")
+    d.add_argument("--authorized-keys", default=None,
+                   help="directory of site-K.pub files: turn on Flower's node authentication (each key plays"
+                        " only its own site)")
     d.add_argument("--quiet", action="store_true", help="no per-round table")
     d.set_defaults(func=cmd_deploy_server)
     d = dsub.add_parser("client", help="run one site until the server ends the run")
@@ -393,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--site", required=True, type=int, help="this site's id (0 .. clients-1)")
     d.add_argument("--data", default=None, help="this site's own data: a .npz file or an MNIST IDX directory")
     d.add_argument("--protocol", default=None, help="refuse to run any other protocol than this one")
+    d.add_argument("--auth-key", default=None, help="this site's node-authentication key (site-K.key), when the"
+                                                     " server requires node authentication")
     d.add_argument("--connect-timeout", type=float, default=60.0,
                    help="seconds to keep trying to reach the server, at start or after losing it (60)")
     d.set_defaults(func=cmd_deploy_client)

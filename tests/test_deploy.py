@@ -215,3 +215,57 @@ def test_when_the_server_dies_every_site_exits_with_a_clear_message(deployment):
         assert deployment.wait(s, 120) == 1
         assert "lost the server" in s.output()
         _no_traceback(s.output())
+
+
+def test_node_authentication_admits_registered_keys_each_for_its_own_site(deployment):
+    from secfl.runtime.flower.certs import write_node_key
+
+    keys = deployment.root / "keys"
+    for k in range(2):
+        write_node_key(keys, k)
+    write_node_key(deployment.root / "stranger", 1)  # a key the server never registered
+    authorized = deployment.root / "authorized"
+    authorized.mkdir()
+    for k in range(2):
+        (authorized / f"site-{k}.pub").write_bytes((keys / f"site-{k}.pub").read_bytes())
+    config = {**TINY, "clients": 2, "rounds": 1, "protocol": "plaintext"}
+    server = deployment.server(config, "--authorized-keys", str(authorized))
+    stranger = deployment.client(1, "--auth-key", str(deployment.root / "stranger" / "site-1.key"),
+                                 name="stranger", connect_timeout=20)
+    assert deployment.wait(stranger, 120) == 1, stranger.output()
+    assert "refuses this site's node key" in stranger.output()
+    assert len(stranger.output().strip().splitlines()) == 1
+    sites = [deployment.client(k, "--auth-key", str(keys / f"site-{k}.key")) for k in range(2)]
+    assert deployment.wait(server, 240) == 0, server.output()[-3000:]
+    for s in sites:
+        assert deployment.wait(s, 60) == 0, s.output()
+    import json
+
+    assert json.loads((deployment.out / "results.json").read_text())["rounds"][0]["dropped"] == []
+
+
+def test_an_authenticated_node_may_play_only_its_own_site():
+    from secfl.runtime.flower.server_app import _Sites
+    from secfl.runtime.flower.site import FINISH_STAGE, RunFinish, SiteHello
+
+    class Grid:
+        def get_node_ids(self):
+            return [11, 12]
+
+    class Transport:
+        def __init__(self):
+            self.nodes, self.failures, self.finished = {}, {}, {}
+
+        def exchange(self, stage, requests):
+            if stage == FINISH_STAGE:
+                self.finished.update({self.nodes[p]: RunFinish.from_bytes(d).reason for p, d in requests.items()})
+                return {}
+            claims = {11: 0, 12: 0}  # node 12 holds site 1's key but claims site 0
+            return {p: SiteHello(0, claims[self.nodes[p]], np.array([claims[self.nodes[p]]], np.uint32)).to_bytes()
+                    for p in requests}
+
+    t = Transport()
+    sites = _Sites(Grid(), t, "", 2, bound={11: 0, 12: 1})
+    sites.greet_new()
+    assert sites.node_of_site == {0: 11}
+    assert "key of site 1, not of site 0" in t.finished[12]

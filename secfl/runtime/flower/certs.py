@@ -6,6 +6,12 @@ default; ``127.0.0.1`` and ``::1`` are added for loopback). Files, all PEM::
 
     ca.crt  ca.key         the authority (keep ca.key off the server in a real federation)
     server.crt server.key  the SuperLink's certificate and key
+
+``secfl deploy node-key DIR --site K`` writes a site's node-authentication key pair for Flower's
+SuperNode authentication (EC P-384, OpenSSH format): ``site-K.key`` stays at the site,
+``site-K.pub`` goes to the server operator, whose ``--authorized-keys`` directory lists one per
+site. The server registers each key for its site only: a node that authenticates with site K's
+key can play site K and no other.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 
 from secfl.errors import ConfigError
 
-__all__ = ["write_certs", "CERT_FILES"]
+__all__ = ["write_certs", "CERT_FILES", "write_node_key", "node_key_paths", "authorized_sites"]
 
 CERT_FILES = ("ca.crt", "ca.key", "server.crt", "server.key")
 
@@ -87,3 +93,45 @@ def write_certs(out: str | Path, host: str = "localhost", days: int = 365, *, ov
     _write(paths[2], cert.public_bytes(pem), False)
     _write(paths[3], key.private_bytes(pem, plain, none), True)
     return paths
+
+
+def node_key_paths(out: str | Path, site: int) -> tuple[Path, Path]:
+    """``site-K.key`` (private, kept at the site) and ``site-K.pub`` (given to the server operator)."""
+    d = Path(out)
+    return d / f"site-{site}.key", d / f"site-{site}.pub"
+
+
+def write_node_key(out: str | Path, site: int, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write site ``site``'s node-authentication key pair (EC P-384, OpenSSH format, as Flower's
+    SuperNode authentication takes it). The server registers the ``.pub`` for that site only."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if isinstance(site, bool) or not isinstance(site, int) or site < 0:
+        raise ConfigError(f"--site must be an integer >= 0, got {site!r}")
+    priv, pub = node_key_paths(out, site)
+    existing = [p.name for p in (priv, pub) if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{Path(out)}: {', '.join(existing)} already exist (pass --overwrite to replace them)")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    _write(priv, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                   serialization.NoEncryption()), True)
+    _write(pub, key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                              serialization.PublicFormat.OpenSSH) + b"\n", False)
+    return priv, pub
+
+
+def authorized_sites(keys_dir: str | Path) -> dict[int, Path]:
+    """The ``site-K.pub`` files in ``keys_dir``: site id -> public key file."""
+    d = Path(keys_dir)
+    if not d.is_dir():
+        raise ConfigError(f"--authorized-keys {d}: not a directory")
+    found: dict[int, Path] = {}
+    for p in sorted(d.glob("site-*.pub")):
+        k = p.stem.removeprefix("site-")
+        if k.isdigit():
+            found[int(k)] = p
+    if not found:
+        raise ConfigError(f"--authorized-keys {d}: no site-K.pub files (create them with `secfl deploy node-key`)")
+    return found

@@ -55,6 +55,7 @@ stage-timeout = 120.0
 train-timeout = 600.0
 join-timeout = 300.0
 record-file = ""
+node-sites = ""
 """
 
 
@@ -142,12 +143,21 @@ def _free_port() -> int:
 
 def deploy_server(config: str, address: str, certs: str, out: str, *, stage_timeout: float = 120.0,
                   train_timeout: float = 600.0, join_timeout: float = 300.0, record: str | None = None,
+                  authorized_keys: str | None = None,
                   on_round: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Run the whole experiment with Flower; returns ``out``. Raises a typed error on failure."""
+    """Run the whole experiment with Flower; returns ``out``. Raises a typed error on failure.
+
+    ``authorized_keys``: a directory of ``site-K.pub`` files. Flower's SuperNode authentication is
+    then on: only nodes holding one of these keys connect, and each plays only its own site."""
     from secfl.runtime.config import ExperimentConfig, load_toml
+    from secfl.runtime.flower.certs import authorized_sites
 
     cfg_path = Path(config).resolve()
     cfg = ExperimentConfig.from_dict(load_toml(str(cfg_path)))  # refuse a bad config before starting anything
+    site_keys = authorized_sites(authorized_keys) if authorized_keys else {}
+    stray = sorted(k for k in site_keys if k >= cfg.clients)
+    if stray:
+        raise ConfigError(f"--authorized-keys lists site(s) {stray}; this federation has sites 0..{cfg.clients - 1}")
     host, port = parse_address(address)
     cert_dir = Path(certs).resolve()
     _need(cert_dir, ("ca.crt", "server.crt", "server.key"))
@@ -174,11 +184,15 @@ def deploy_server(config: str, address: str, certs: str, out: str, *, stage_time
     try:
         tls = ["--ssl-ca-certfile", str(cert_dir / "ca.crt"), "--ssl-certfile", str(cert_dir / "server.crt"),
                "--ssl-keyfile", str(cert_dir / "server.key")]
+        auth = ["--enable-supernode-auth"] if site_keys else []
         link = kids.start([str(bindir / "flower-superlink"), *tls, "--host", host, "--port", str(port),
-                           "--disable-runtime-dependency-installation"], env, out_dir / "superlink.log")
+                           "--disable-runtime-dependency-installation", *auth], env, out_dir / "superlink.log")
         _wait_port(host, port, link, 60.0, out_dir / "superlink.log")
+        nodes = {_register(bindir, env, key): site for site, key in site_keys.items()}
         run_cfg = (f'config-file="{cfg_path}" out-dir="{out_dir}" stage-timeout={float(stage_timeout)} '
                    f"train-timeout={float(train_timeout)} join-timeout={float(join_timeout)}")
+        if nodes:
+            run_cfg += ' node-sites="' + " ".join(f"{n}:{s}" for n, s in sorted(nodes.items())) + '"'
         if record:
             run_cfg += f' record-file="{Path(record).resolve()}"'
         sub = subprocess.run([str(bindir / "flwr"), "run", str(fab), "secfl", "--run-config", run_cfg,
@@ -216,6 +230,17 @@ def deploy_server(config: str, address: str, certs: str, out: str, *, stage_time
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _register(bindir: Path, env: dict[str, str], key: Path) -> int:
+    """Register one site's public key with the SuperLink (``flwr supernode register``): its node id."""
+    sub = subprocess.run([str(bindir / "flwr"), "supernode", "register", str(key), "secfl", "--format", "json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    try:
+        return int(json.loads(sub.stdout)["node-id"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{key}: Flower did not register this key ({(sub.stdout + sub.stderr).strip()[-300:]})"
+                          ) from None
+
+
 def _report_progress(out: Path, seen: int, on_round: Callable[[dict[str, Any]], None] | None) -> int:
     path = out / "progress.jsonl"
     if not path.exists():
@@ -228,8 +253,11 @@ def _report_progress(out: Path, seen: int, on_round: Callable[[dict[str, Any]], 
 
 
 def deploy_client(server: str, certs: str, site: int, *, data: str | None = None, protocol: str | None = None,
-                  connect_timeout: float = 60.0, log_dir: str | None = None) -> tuple[int, str]:
-    """Run site ``site`` until the server ends the run: ``(exit status, message)``."""
+                  connect_timeout: float = 60.0, log_dir: str | None = None,
+                  auth_key: str | None = None) -> tuple[int, str]:
+    """Run site ``site`` until the server ends the run: ``(exit status, message)``. ``auth_key``:
+    the site's node-authentication private key (``secfl deploy node-key``), for a server that
+    requires it."""
     from secfl.runtime.flower.site import SiteProgram
 
     host, port = parse_address(server)
@@ -241,6 +269,8 @@ def deploy_client(server: str, certs: str, site: int, *, data: str | None = None
         raise ConfigError(f"--site must be an integer >= 0, got {site!r}")
     if data is not None and not Path(data).exists():
         raise ConfigError(f"--data {data}: no such file or directory")
+    if auth_key is not None and not Path(auth_key).is_file():
+        raise ConfigError(f"--auth-key {auth_key}: no such file")
     program = SiteProgram(site, data_path=data, expect_protocol=protocol)
     program.start()
     logs = Path(log_dir) if log_dir else Path(program.socket_path).parent
@@ -252,9 +282,14 @@ def deploy_client(server: str, certs: str, site: int, *, data: str | None = None
         node = kids.start([sys.executable, "-m", "secfl.runtime.flower.supernode", "--superlink", f"{host}:{port}",
                            "--root-certificates", str(cert_dir / "ca.crt"), "--node-config", node_cfg,
                            "--host", "127.0.0.1", "--port", str(_free_port()),
-                           "--max-wait-time", str(float(connect_timeout))], env, logs / f"supernode-{site}.log")
+                           "--max-wait-time", str(float(connect_timeout)),
+                           *(["--auth-supernode-private-key", str(Path(auth_key).resolve())] if auth_key else [])],
+                          env, logs / f"supernode-{site}.log")
         while not program.finished.wait(0.2):
             if node.poll() is not None:
+                if _auth_refused(logs / f"supernode-{site}.log"):
+                    return 1, (f"the server at {host}:{port} refuses this site's node key (node authentication:"
+                               " pass --auth-key with the key whose .pub the server registered for this site)")
                 joined = program.site is not None
                 what = "lost the server" if joined else "cannot reach the server"
                 return 1, (f"{what} at {host}:{port} (no connection for {connect_timeout:g} s; check the address,"
@@ -267,3 +302,10 @@ def deploy_client(server: str, certs: str, site: int, *, data: str | None = None
     finally:
         kids.stop()
         program.close()
+
+
+def _auth_refused(log: Path) -> bool:
+    """Whether the SuperNode stopped because the SuperLink refused its authentication."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return any(marker in text for marker in ("[code: 2001]", "[code: 2004]", "Failed to activate SuperNode",
+                                             "SuperNode authentication is enabled"))

@@ -3,7 +3,9 @@
 Run configuration (``flwr run … --run-config``): ``config-file`` (the experiment TOML),
 ``out-dir`` (where ``results.json``, ``rounds.csv``, ``config.toml`` and ``progress.jsonl`` go),
 ``stage-timeout`` and ``train-timeout`` (seconds), ``join-timeout`` (seconds to wait for the
-sites), ``record-file`` (optional: every message the server handles, :mod:`.audit`). Sequence:
+sites), ``record-file`` (optional: every message the server handles, :mod:`.audit`),
+``node-sites`` (optional, under node authentication: ``"node:site …"``, the only site each
+authenticated node may play). Sequence:
 
 1. wait until the configured number of sites are connected; say hello to each (``fl.hello``:
    the config; the site answers with its id and the party ids it plays). A second node claiming
@@ -30,7 +32,7 @@ from flwr.serverapp import Grid, ServerApp
 from secfl.errors import ConfigError, SecFLError
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.parties import StageTimeouts
-from secfl.runtime.flower.site import FINISH_STAGE, HELLO_STAGE, RunConfig, RunFinish, SiteHello
+from secfl.runtime.flower.site import FINISH_STAGE, HELLO_STAGE, NOT_JOINED, RunConfig, RunFinish, SiteHello
 from secfl.runtime.flower.transport import FlowerTransport
 
 __all__ = ["server_app", "serve"]
@@ -46,13 +48,20 @@ _NODE_BASE = 0xF000_0000
 class _Sites:
     """Which node plays which site, kept current between rounds."""
 
-    def __init__(self, grid: Grid, transport: FlowerTransport, config_toml: str, sites: int) -> None:
+    def __init__(self, grid: Grid, transport: FlowerTransport, config_toml: str, sites: int,
+                 bound: Mapping[int, int] | None = None) -> None:
         self.grid, self.transport, self.toml, self.sites = grid, transport, config_toml, sites
+        #: node id -> the only site it may play (Flower's node authentication; empty: any)
+        self.bound = dict(bound or {})
         self.node_of_site: dict[int, int] = {}
         self.known: set[int] = set()
         self.rejoined: set[int] = set()
 
     def greet_new(self) -> None:
+        for pid, why in self.transport.failures.items():  # a site restarted under the same node id
+            if NOT_JOINED in why and pid in self.transport.nodes:
+                self.known.discard(self.transport.nodes[pid])
+        self.transport.failures.clear()
         new = [n for n in sorted(self.grid.get_node_ids()) if n not in self.known]
         if not new:
             return
@@ -71,6 +80,10 @@ class _Sites:
                 log.warning("node %d: bad hello: %s", node, exc)
                 continue
             site = int(msg.sender)
+            if self.bound and self.bound.get(node) != site:
+                self._refuse(node, f"this node authenticated with the key of site {self.bound.get(node)},"
+                                   f" not of site {site}")
+                continue
             old = self.node_of_site.get(site)
             if old is not None and old in set(self.grid.get_node_ids()) and old != node:
                 self._refuse(node, f"site id {site} is already taken by another connected site")
@@ -108,6 +121,15 @@ class _Sites:
         self.transport.exchange(FINISH_STAGE, {pid: msg for pid in temp})
 
 
+def _node_sites(text: str) -> dict[int, int]:
+    """``"node:site node:site"`` (the keys the server registered) -> {node: site}."""
+    out = {}
+    for item in text.split():
+        node, _, site = item.partition(":")
+        out[int(node)] = int(site)
+    return out
+
+
 def _write_progress(out: Path, rec: Any) -> None:
     with (out / "progress.jsonl").open("a") as fh:
         fh.write(json.dumps(asdict(rec)) + "\n")
@@ -135,7 +157,7 @@ def serve(grid: Grid, rc: Mapping[str, Any], *, engine: str) -> None:
         toml_text = dump_toml(cfg.to_dict())
         (out / "config.toml").write_text(toml_text)
         server = FederationServer(cfg)
-        sites = _Sites(grid, transport, toml_text, cfg.clients)
+        sites = _Sites(grid, transport, toml_text, cfg.clients, _node_sites(str(rc.get("node-sites", ""))))
         sites.wait_for_all(float(rc["join-timeout"]))
         forget = getattr(server.coordinator, "forget", None)
 

@@ -34,7 +34,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from secfl.errors import ConfigError, MalformedMessageError, SecFLError
 from secfl.protocols.network import server_id
-from secfl.runtime.flower.site import FINISH_STAGE, HELLO_STAGE, RunConfig, SiteHello
+from secfl.runtime.flower.site import FINISH_STAGE, HELLO_STAGE, NOT_JOINED, RunConfig, SiteHello
 
 __all__ = ["sim_client_app", "simulate", "check_simulated", "SIMULATED_PROTOCOLS"]
 
@@ -80,7 +80,7 @@ def _answer(site_id: int, state: dict[str, Any], party: int, stage: str, data: b
     if stage == FINISH_STAGE:
         return b""
     if "toml" not in state:
-        raise MalformedMessageError(f"site {site_id}: stage {stage!r} before the server's hello")
+        raise MalformedMessageError(f"site {site_id}: stage {stage!r} {NOT_JOINED}")
     site = _site(str(state["toml"]), site_id)
     key = f"party-{party}"
     if key not in state:

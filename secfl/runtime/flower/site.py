@@ -31,13 +31,15 @@ from secfl.protocols.network import server_id
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 from secfl.runtime.flower import ipc
 
-__all__ = ["RunConfig", "SiteHello", "RunFinish", "SiteProgram", "HELLO_STAGE", "FINISH_STAGE"]
+__all__ = ["NOT_JOINED", "RunConfig", "SiteHello", "RunFinish", "SiteProgram", "HELLO_STAGE", "FINISH_STAGE"]
 
 log = logging.getLogger("secfl")
 
 HELLO_STAGE = "fl.hello"
 FINISH_STAGE = "fl.finish"
 _MAX_TEXT = 1 << 20
+#: what a site answers to a stage before it joined (e.g. restarted with the same node id)
+NOT_JOINED = "before the server's hello"
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ class SiteProgram:
             self.finished.set()
             return b""
         if self.site is None:
-            raise MalformedMessageError(f"site {self.site_id}: stage {stage!r} before the server's hello")
+            raise MalformedMessageError(f"site {self.site_id}: stage {stage!r} {NOT_JOINED}")
         return self.site.handle(party, stage, data)
 
     def _hello(self, data: bytes) -> bytes:
