@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "MalformedMessageError",
     "ReplayError",
+    "AuthenticationError",
     "DuplicateSenderError",
     "InvalidUpdateError",
     "ProtocolAbort",
@@ -42,6 +43,11 @@ class MalformedMessageError(SecFLError, ValueError):
 
 class ReplayError(MalformedMessageError):
     """A well-formed message for another round, or one already accepted, arrived again."""
+
+
+class AuthenticationError(MalformedMessageError):
+    """A signature or MAC does not verify, or the signer is not in the federation roster: the
+    message was forged or altered on the way. Costs the sender (or relay) its participation."""
 
 
 class DuplicateSenderError(ReplayError):

@@ -657,20 +657,25 @@ def pack_polys(arr: np.ndarray, primes: Sequence[int]) -> bytes:
 def unpack_polys(data: bytes | memoryview, lead: tuple[int, ...], primes: Sequence[int], n: int,
                  what: str = "polynomials") -> np.ndarray:
     """Inverse of :func:`pack_polys` for an array of shape ``lead + (L, N)``; the length must
-    match exactly and every coefficient must be below its prime."""
-    count = int(np.prod(lead)) * n if lead else n
+    match exactly and every coefficient must be below its prime. Nothing is allocated before the
+    length is checked (``lead`` may come from a count on the wire)."""
+    dims = tuple(int(d) for d in lead)
+    if any(d < 0 for d in dims):
+        raise MalformedMessageError(f"{what}: negative dimension in {dims}")
+    count = math.prod(dims) * n  # Python integers: a huge count cannot wrap around
     widths = [int(q).bit_length() for q in primes]
     sizes = [count * w // 8 for w in widths]
     if len(data) != sum(sizes):
-        raise MalformedMessageError(f"{what}: {len(data)} bytes, expected {sum(sizes)}")
-    out = np.empty(tuple(lead) + (len(primes), n), dtype=np.int64)
+        raise MalformedMessageError(f"{what}: {len(data)} bytes, expected {sum(sizes)} for {dims or 1} x"
+                                    f" {len(primes)} polynomials of degree {n}")
+    out = np.empty(dims + (len(primes), n), dtype=np.int64)
     view = memoryview(data)
     pos = 0
     for i, (q, w, size) in enumerate(zip(primes, widths, sizes, strict=True)):
         vals = unpack_bits(view[pos : pos + size], w, count, what=what)
         if vals.size and int(vals.max()) >= q:
             raise MalformedMessageError(f"{what}: a coefficient is not reduced modulo its prime")
-        out[..., i, :] = vals.view(np.int64).reshape(tuple(lead) + (n,))
+        out[..., i, :] = vals.view(np.int64).reshape(dims + (n,))
         pos += size
     return out
 

@@ -210,6 +210,8 @@ def _class_quotas(counts: np.ndarray, fraction: float) -> np.ndarray:
 
 # --- IDX files ----------------------------------------------------------------------------
 
+#: largest IDX body read (8 GiB): a header promising more is refused before any allocation
+_IDX_MAX_BYTES = 8 << 30
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -237,6 +239,12 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
             dtype = np.dtype(_IDX_DTYPES[code])
             expected = math.prod(dims) * dtype.itemsize
+            if not path.endswith(".gz") and expected > os.path.getsize(path):
+                raise ConfigError(f"{path}: IDX data truncated (header promises {expected} bytes for dims {dims},"
+                                  f" the file has {os.path.getsize(path)})")
+            if expected > _IDX_MAX_BYTES:
+                raise ConfigError(f"{path}: IDX header promises {expected} bytes (dims {dims}); the limit is"
+                                  f" {_IDX_MAX_BYTES}")
             body = f.read(expected + 1)  # bounded: never reads more than the header promises
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"{path}: cannot read IDX file: {exc}") from exc

@@ -19,6 +19,11 @@ the server encrypt them with an AEAD on top of this frame.
 Parsing is strict: wrong magic, version, type, round, sender, length, CRC, trailing bytes or a
 payload that fails validation raise :class:`~secfl.errors.MalformedMessageError` (or its child
 :class:`~secfl.errors.ReplayError` for a message of another round). Nothing is ever unpickled.
+
+Parsing comes before allocating: a count or length read from the wire is checked against the
+bytes actually present (and a sane upper bound) before anything sized by it exists --
+:meth:`Reader.blob` and :meth:`Reader.array` check the bytes left, :meth:`Reader.count` does it
+for a list of items read one by one (``tests/test_parse_before_allocate.py``).
 """
 
 from __future__ import annotations
@@ -249,6 +254,21 @@ class Reader:
         self._pos += n
         return out
 
+    @property
+    def remaining(self) -> int:
+        """Bytes not read yet."""
+        return len(self._buf) - self._pos
+
+    def count(self, n: int, min_item_bytes: int, what: str, most: int | None = None) -> int:
+        """Check a count read from the wire before anything is built for it: ``n`` items of at
+        least ``min_item_bytes`` each must fit in the bytes left (and ``n <= most``). Returns ``n``."""
+        if most is not None and n > most:
+            raise MalformedMessageError(f"{self._what}: {n} {what}, at most {most}")
+        if n * min_item_bytes > self.remaining:
+            raise MalformedMessageError(f"{self._what}: {n} {what} of at least {min_item_bytes} bytes each,"
+                                        f" but only {self.remaining} bytes are left")
+        return n
+
     def u8(self) -> int:
         return int(self._take(1)[0])
 
@@ -268,7 +288,8 @@ class Reader:
         return bytes(self._take(n))
 
     def array(self, dtype: str | None = None, length: int | None = None) -> np.ndarray:
-        """Read an array; ``dtype``/``length`` pin what the caller expects."""
+        """Read an array; ``dtype``/``length`` pin what the caller expects. The result is a
+        view of the payload (no copy), its length checked against the bytes left first."""
         code = self.u8()
         try:
             dt = _DTYPES[_DType(code)]

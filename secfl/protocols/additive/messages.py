@@ -49,9 +49,12 @@ class ShareKind(IntEnum):
 
 def _sorted_ids(r: Reader, what: str, *, allow_empty: bool = True) -> np.ndarray:
     """A strictly increasing u32 id list (length checked before anything is allocated)."""
-    ids = r.array("uint32").astype(np.int64)
-    if ids.size > _MAX_PARTIES or (ids.size == 0 and not allow_empty):
-        raise MalformedMessageError(f"{what}: {ids.size} client ids")
+    raw = r.array("uint32")  # a view of the payload: nothing allocated yet
+    if raw.size > _MAX_PARTIES:
+        raise MalformedMessageError(f"{what}: {raw.size} client ids, at most {_MAX_PARTIES}")
+    if raw.size == 0 and not allow_empty:
+        raise MalformedMessageError(f"{what}: no client ids")
+    ids = raw.astype(np.int64)
     if ids.size > 1 and not np.all(np.diff(ids) > 0):
         raise MalformedMessageError(f"{what}: client ids must be strictly increasing")
     return ids
@@ -68,10 +71,8 @@ def _blobs(w: Writer, blobs: tuple[bytes, ...]) -> None:
         w.blob(b)
 
 
-def _read_blobs(r: Reader, what: str, most: int, max_len: int = MAX_BLOB) -> tuple[bytes, ...]:
-    n = r.u32()
-    if n > most:
-        raise MalformedMessageError(f"{what}: {n} embedded messages, at most {most}")
+def _read_blobs(r: Reader, most: int, max_len: int = MAX_BLOB) -> tuple[bytes, ...]:
+    n = r.count(r.u32(), 8, "embedded messages", most)  # each has at least its u64 length
     return tuple(r.blob(max_len) for _ in range(n))
 
 
@@ -209,7 +210,7 @@ class AddUploadRequest(Message):
         seed = r.blob(SEED_BYTES)
         if len(seed) not in (0, SEED_BYTES):
             raise MalformedMessageError(f"ADD_UPLOAD_REQUEST: a dither seed is {SEED_BYTES} bytes or absent")
-        keys = _read_blobs(r, "ADD_UPLOAD_REQUEST", MAX_SERVERS, _MAX_KEY_MESSAGE)
+        keys = _read_blobs(r, MAX_SERVERS, _MAX_KEY_MESSAGE)
         if len(keys) < 2:
             raise MalformedMessageError(f"ADD_UPLOAD_REQUEST: {len(keys)} server keys, at least 2")
         return cls(round, sender, ids, int(dim), seed, keys)
@@ -230,7 +231,7 @@ class AddUpload(Message):
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> AddUpload:
-        return cls(round, sender, _read_blobs(r, "ADD_UPLOAD", MAX_SERVERS))
+        return cls(round, sender, _read_blobs(r, MAX_SERVERS))
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ class AddShareBatch(Message):
         except ValueError:
             raise MalformedMessageError("ADD_SHARE_BATCH: unknown share kind") from None
         ids = _sorted_ids(r, "ADD_SHARE_BATCH")
-        shares = _read_blobs(r, "ADD_SHARE_BATCH", int(ids.size))
+        shares = _read_blobs(r, int(ids.size))
         if len(shares) != ids.size:
             raise MalformedMessageError(f"ADD_SHARE_BATCH: {ids.size} clients but {len(shares)} shares")
         return cls(round, sender, kind, ids, shares)

@@ -151,6 +151,7 @@ class CkksKeyRequest(Message):
         if flag > 1:
             raise MalformedMessageError(f"CKKS_KEY_REQUEST: need_public flag {flag}")
         clients = _party_ids(r, "CKKS_KEY_REQUEST clients", allow_empty=True)
+        r.count(clients.size, 8, "hello keys")  # each has at least its u64 length
         keys = tuple(r.blob(KEY_BYTES) for _ in range(clients.size))
         if any(len(k) != KEY_BYTES for k in keys):
             raise MalformedMessageError("CKKS_KEY_REQUEST: every hello key is 32 bytes")
@@ -182,6 +183,7 @@ class CkksKeys(Message):
     def _read(cls, r: Reader, round: int, sender: int) -> CkksKeys:
         public = r.blob(MAX_BLOB)
         clients = _party_ids(r, "CKKS_KEYS clients", allow_empty=True)
+        r.count(clients.size, 16, "holder keys and sealed contexts")  # two u64 lengths each at least
         keys, blobs = [], []
         for _ in range(clients.size):
             keys.append(r.blob(KEY_BYTES))

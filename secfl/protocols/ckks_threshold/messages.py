@@ -44,7 +44,9 @@ def _fixed(r: Reader, n: int, what: str) -> bytes:
 
 
 def _index_set(r: Reader, what: str, *, allow_empty: bool = False) -> tuple[int, ...]:
-    arr = r.array("u4")
+    arr = r.array("u4")  # a view of the payload: its size is checked before the tuple is built
+    if arr.size > _MAX_PARTIES:
+        raise MalformedMessageError(f"{what}: {arr.size} indices, at most {_MAX_PARTIES}")
     vals = tuple(int(v) for v in arr)
     if (not vals and not allow_empty) or any(b <= a for a, b in zip(vals, vals[1:], strict=False)):
         raise MalformedMessageError(f"{what}: must be a non-empty sorted set of distinct indices")
@@ -142,9 +144,8 @@ class ThrShamirShares(Message):
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> ThrShamirShares:
-        epoch, count = r.u32(), r.u32()
-        if count > MAX_MEMBERS:
-            raise MalformedMessageError(f"THR_SHAMIR_SHARES: {count} entries")
+        epoch = r.u32()
+        count = r.count(r.u32(), 16, "entries", MAX_MEMBERS)  # dealer, recipient, blob length: 16 bytes
         entries = tuple((r.u32(), r.u32(), bytes(r.blob(_MAX_BLOB))) for _ in range(count))
         if len({(d, t) for d, t, _ in entries}) != count:
             raise MalformedMessageError("THR_SHAMIR_SHARES: duplicate entries")

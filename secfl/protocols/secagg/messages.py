@@ -23,8 +23,13 @@ __all__ = ["SaAdvertiseKeys", "SaKeyRoster", "SaShareKeys", "SaSharesForward", "
            "SaUnmaskResponse"]
 
 
+_MAX_PARTIES = 1 << 20
+
+
 def _ids(r: Reader, what: str, *, sorted_ids: bool = True) -> list[int]:
-    arr = r.array("uint32")
+    arr = r.array("uint32")  # a view of the payload: its size is checked before the list is built
+    if arr.size > _MAX_PARTIES:
+        raise MalformedMessageError(f"{what}: {arr.size} party ids, at most {_MAX_PARTIES}")
     ids = [int(v) for v in arr.tolist()]
     if len(set(ids)) != len(ids):
         raise MalformedMessageError(f"{what}: repeated party id")
