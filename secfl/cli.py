@@ -162,6 +162,22 @@ def cmd_deploy_node_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_identity(args: argparse.Namespace) -> int:
+    from secfl.runtime.flower.certs import write_identity
+
+    priv, pub = write_identity(args.dir, args.site, overwrite=args.overwrite)
+    print(f"wrote {priv} (keep it at site {args.site}) and {pub} (public: it goes into the roster)")
+    return 0
+
+
+def cmd_deploy_roster(args: argparse.Namespace) -> int:
+    from secfl.runtime.flower.certs import write_roster
+
+    path = write_roster(args.dir, args.out)
+    print(f"wrote {path}: give every site a copy (with --roster)")
+    return 0
+
+
 def cmd_deploy_server(args: argparse.Namespace) -> int:
     from secfl.runtime.flower.launch import deploy_server
 
@@ -185,7 +201,8 @@ def cmd_deploy_client(args: argparse.Namespace) -> int:
     from secfl.runtime.flower.launch import deploy_client
 
     status, message = deploy_client(args.server, args.certs, args.site, data=args.data, protocol=args.protocol,
-                                    connect_timeout=args.connect_timeout, auth_key=args.auth_key)
+                                    connect_timeout=args.connect_timeout, auth_key=args.auth_key,
+                                    identity=args.identity, roster=args.roster)
     print(f"secfl: {message}" if status == 0 else f"secfl: error: {message}",
           file=sys.stdout if status == 0 else sys.stderr)
     return status
@@ -389,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--site", required=True, type=int, help="the site id the key is for")
     d.add_argument("--overwrite", action="store_true", help="replace existing files")
     d.set_defaults(func=cmd_deploy_node_key)
+    d = dsub.add_parser("identity", help="write a site's identity key (site-K.identity, site-K.identity.pub)")
+    d.add_argument("dir", help="output directory")
+    d.add_argument("--site", required=True, type=int, help="the site id the key is for")
+    d.add_argument("--overwrite", action="store_true", help="replace existing files")
+    d.set_defaults(func=cmd_deploy_identity)
+    d = dsub.add_parser("roster", help="collect the site-K.identity.pub files of DIR into the federation roster")
+    d.add_argument("dir", help="directory with the public identity keys")
+    d.add_argument("--out", default=None, help="roster file (default DIR/roster.toml)")
+    d.set_defaults(func=cmd_deploy_roster)
     d = dsub.add_parser("server", help="run the experiment's server: waits for the sites, writes results")
     d.add_argument("config", help="experiment TOML (as for secfl run)")
     d.add_argument("--address", default="127.0.0.1:9092", help="HOST:PORT to listen on (default 127.0.0.1:9092)")
@@ -411,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", default=None, help="refuse to run any other protocol than this one")
     d.add_argument("--auth-key", default=None, help="this site's node-authentication key (site-K.key), when the"
                                                      " server requires node authentication")
+    d.add_argument("--identity", default=None, help="this site's identity key (site-K.identity): ckks-threshold"
+                                                     " members sign with it")
+    d.add_argument("--roster", default=None, help="the federation roster (roster.toml): every site's public"
+                                                   " identity key")
     d.add_argument("--connect-timeout", type=float, default=60.0,
                    help="seconds to keep trying to reach the server, at start or after losing it (60)")
     d.set_defaults(func=cmd_deploy_client)

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from secfl.runtime.config import dump_toml
-from secfl.runtime.flower.certs import write_certs
+from secfl.runtime.flower.certs import write_certs, write_identity, write_roster
 
+#: sites 0..IDENTITIES-1 get an identity key (and every site the roster)
+IDENTITIES = 10
 ENV = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONUNBUFFERED="1")
 
 
@@ -52,6 +54,11 @@ class Deployment:
         if not (self.certs / "ca.crt").exists():
             write_certs(self.certs)
         self.out = self.root / "out"
+        self.ids = self.root / "ids"  # each site's identity key and the federation roster
+        if not (self.ids / "roster.toml").exists():
+            for k in range(IDENTITIES):
+                write_identity(self.ids, k)
+            write_roster(self.ids)
 
     @property
     def address(self) -> str:
@@ -75,10 +82,12 @@ class Deployment:
                                               "--join-timeout", "90", *extra))
 
     def client(self, site: int, *extra: str, name: str | None = None, certs: Path | None = None,
-               address: str | None = None, connect_timeout: float = 60.0) -> Proc:
+               address: str | None = None, connect_timeout: float = 60.0, identity: bool = True) -> Proc:
+        ids = ["--identity", str(self.ids / f"site-{site}.identity"), "--roster", str(self.ids / "roster.toml")]
         return self.start(name or f"site{site}", secfl_cmd(
             "deploy", "client", "--server", address or self.address, "--certs", str(certs or self.certs),
-            "--site", str(site), "--connect-timeout", str(connect_timeout), *extra))
+            "--site", str(site), "--connect-timeout", str(connect_timeout),
+            *(ids if identity and site < IDENTITIES else []), *extra))
 
     def wait(self, proc: Proc, timeout: float) -> int:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from secfl.crypto.identity import new_identities
 from secfl.errors import ConfigError
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.parties import LocalTransport, Party
@@ -27,7 +28,8 @@ class _Bound(Party):
 
 
 def run_sites(cfg: ExperimentConfig, *, silent=None, record=False):
-    sites = [Site(cfg, k) for k in range(cfg.clients)]
+    keys, roster = new_identities(range(cfg.clients))  # each site's identity key; the roster all hold
+    sites = [Site(cfg, k, identity=keys[k], roster=roster) for k in range(cfg.clients)]
     parties = {pid: _Bound(s, pid) for s in sites for pid in s.parties}
     net = Network(record_views=record)
     server = FederationServer(cfg)

@@ -257,8 +257,8 @@ CASES: list[tuple[str, Message, int, str, int, str]] = [
     ("CkksRevealRequest-blob", CkksRevealRequest(0, 1, np.arange(1, 3, dtype=U32), 10, b"agg"), 25, "<Q", HUGE64,
      "limit"),
     # ckks-threshold
-    ("ThrRoster-params", ThrRoster(0, 1, 0, 2, b"p", (0, 1), KEY * 2, KEY * 2), 8, "<Q", HUGE64, "limit"),
-    ("ThrRoster-members", ThrRoster(0, 1, 0, 2, b"p", (0, 1), KEY * 2, KEY * 2), 18, "<Q", HUGE64, "truncated"),
+    ("ThrRoster-params", ThrRoster(0, 1, 0, 2, b"p", (0, 1), KEY * 2, KEY * 2, KEY * 4), 8, "<Q", HUGE64, "limit"),
+    ("ThrRoster-members", ThrRoster(0, 1, 0, 2, b"p", (0, 1), KEY * 2, KEY * 2, KEY * 4), 18, "<Q", HUGE64, "truncated"),
     ("ThrShamirShares-huge", ThrShamirShares(0, 1, 0, ((0, 1, b"x"),)), 4, "<I", HUGE32, "at most"),
     ("ThrShamirShares-many", ThrShamirShares(0, 1, 0, ((0, 1, b"x"),)), 4, "<I", MAX_MEMBERS, "bytes are left"),
     ("ThrCollectiveKey", ThrCollectiveKey(0, 1, 0, (0, 1), b"key"), 5, "<Q", HUGE64, "truncated"),

@@ -29,7 +29,8 @@ from Crypto.Signature import eddsa
 
 from secfl.errors import AuthenticationError, ConfigError, MalformedMessageError, SecFLError
 
-__all__ = ["IdentityKey", "IdentityPublic", "Roster", "signed_bytes", "SIGNATURE_BYTES", "IDENTITY_BYTES"]
+__all__ = ["IdentityKey", "IdentityPublic", "Roster", "new_identities", "signed_bytes", "SIGNATURE_BYTES",
+           "IDENTITY_BYTES"]
 
 IDENTITY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -186,3 +187,10 @@ class Roster:
             return cls.from_toml(Path(path).read_text())
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the roster ({exc})") from None
+
+
+def new_identities(parties: Iterable[int]) -> tuple[dict[int, IdentityKey], Roster]:
+    """Fresh identity keys for ``parties`` and their roster (one process playing every site:
+    tests and the simulator; a real federation makes each key at its site)."""
+    keys = {int(p): IdentityKey.generate() for p in parties}
+    return keys, Roster.of(keys)

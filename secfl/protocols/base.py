@@ -165,8 +165,11 @@ class Protocol(ABC):
         """The server's stage sequence across sites (a :class:`secfl.protocols.parties.Coordinator`)."""
         raise ConfigError(f"protocol {self.name!r} cannot run across sites yet (no stage sequence)")
 
-    def party(self, party_id: int) -> Any:
-        """A fresh party object for a site (a :class:`secfl.protocols.parties.Party`)."""
+    def party(self, party_id: int, *, identity: Any = None, roster: Any = None) -> Any:
+        """A fresh party object for a site (a :class:`secfl.protocols.parties.Party`).
+        ``identity`` (the site's :class:`~secfl.crypto.identity.IdentityKey`) and ``roster``
+        (the federation's :class:`~secfl.crypto.identity.Roster`): for protocols whose parties
+        sign their key advertisements or check others'."""
         raise ConfigError(f"protocol {self.name!r} cannot run across sites yet (no party classes)")
 
     def close(self) -> None:  # noqa: B027 - optional

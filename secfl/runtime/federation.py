@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from secfl.crypto.identity import IdentityKey, Roster
 from secfl.crypto.prg import derive_seed
 from secfl.dp.clipping import clip_l2
 from secfl.errors import ConfigError, MalformedMessageError, ProtocolAbort, SecFLError
@@ -81,6 +82,12 @@ def site_roles(protocol: Protocol, site: int, sites: int) -> tuple[int, ...]:
     return (site, *[r for r in roles if r != site])
 
 
+def party_roster_of(sites: Roster, protocol: Protocol, count: int) -> Roster:
+    """The roster by party id from the roster by site id: every party a site plays (its client
+    and its roles, :func:`site_roles`) signs with that site's identity key."""
+    return Roster({pid: key for k, key in sites.keys.items() if k < count for pid in site_roles(protocol, k, count)})
+
+
 def _check_deployable(cfg: ExperimentConfig) -> None:
     if cfg.dp.enabled:
         raise ConfigError("differential privacy is not available across sites yet; run it with `secfl run`")
@@ -99,7 +106,8 @@ class Site:
     """One site's program state: data, model, trainer, and the parties it plays."""
 
     def __init__(self, cfg: ExperimentConfig, site: int, *, data: Dataset | None = None,
-                 parties: Mapping[int, Party] | None = None) -> None:
+                 parties: Mapping[int, Party] | None = None, identity: IdentityKey | None = None,
+                 roster: Roster | None = None) -> None:
         _check_deployable(cfg)
         if not 0 <= site < cfg.clients:
             raise ConfigError(f"site id {site} is out of range: this federation has sites 0..{cfg.clients - 1}")
@@ -124,8 +132,17 @@ class Site:
         self.codec = ModelCodec.from_module(self.model)
         self.device = select_device(cfg.device)
         self.protocol = make_protocol(cfg.protocol, **_options(cfg, sizes))
+        party_roster = None
+        if roster is not None:
+            party_roster = party_roster_of(roster, self.protocol, cfg.clients)
+        elif getattr(self.protocol, "needs_identities", False):
+            raise ConfigError(f"{cfg.protocol} across sites needs this site's identity key and the federation"
+                              f" roster (secfl deploy identity / roster; --identity and --roster)")
+        if identity is not None and roster is not None and roster.keys.get(site) != identity.public:
+            raise ConfigError(f"site {site}: its identity key is not the one the roster lists for site {site}")
         if parties is None:
-            parties = {pid: self.protocol.party(pid) for pid in site_roles(self.protocol, site, cfg.clients)}
+            parties = {pid: self.protocol.party(pid, identity=identity, roster=party_roster)
+                       for pid in site_roles(self.protocol, site, cfg.clients)}
         self.parties = dict(parties)
 
     def handle(self, party: int, stage: str, request: bytes) -> bytes:

@@ -199,7 +199,7 @@ class Additive(IntegerDP, Protocol):
         """The server side across sites: aggregation server 0 and the relay to the others."""
         return AdditiveCoordinator(self.options, self._dp)
 
-    def party(self, party_id: int) -> Party:
+    def party(self, party_id: int, *, identity: Any = None, roster: Any = None) -> Party:
         """Aggregation server ``j`` for ``server_id(j)`` (0 ≤ j < S; server 0 is normally played
         by the coordinator), else client ``party_id``."""
         j = party_id - server_id(0)

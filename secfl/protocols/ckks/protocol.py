@@ -112,7 +112,7 @@ class Ckks(Protocol):
         """The server's stage sequence across sites (holds public material only)."""
         return CkksCoordinator(self.options)
 
-    def party(self, party_id: int) -> Party:
+    def party(self, party_id: int, *, identity: Any = None, roster: Any = None) -> Party:
         """A new party for a site: the key holder for :data:`KEY_HOLDER`, else client ``party_id``."""
         if party_id == KEY_HOLDER:
             return CkksKeyHolder(self.options, self.params)

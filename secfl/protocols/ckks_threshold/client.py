@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from secfl.crypto.identity import Roster
 from secfl.crypto.threshold import CollectivePublicKey, ThresholdParams, pack_polys
-from secfl.errors import MalformedMessageError, ProtocolAbort
-from secfl.protocols.ckks_threshold.messages import ThrCollectiveKey, ThrUpdate, ThrUploadRequest
+from secfl.errors import AuthenticationError, ConfigError, MalformedMessageError, ProtocolAbort
+from secfl.protocols.ckks_threshold.messages import ThrCollectiveKey, ThrUpdate, ThrUploadRequest, key_signed
 from secfl.protocols.ckks_threshold.options import CkksThresholdOptions, round_codec
-from secfl.protocols.network import server_id
+from secfl.protocols.network import member_id, server_id
 from secfl.protocols.parties import ClientParty
 
 __all__ = ["ThresholdClient", "UPLOAD"]
@@ -29,8 +30,9 @@ class ThresholdClient(ClientParty):
     identical key bytes share one parsed :class:`CollectivePublicKey` (public material)."""
 
     def __init__(self, party_id: int, options: CkksThresholdOptions, params: ThresholdParams,
-                 shared: dict[bytes, CollectivePublicKey] | None = None) -> None:
+                 shared: dict[bytes, CollectivePublicKey] | None = None, roster: Roster | None = None) -> None:
         self.party_id = int(party_id)
+        self._roster = roster
         self._opt = options
         self._params = params
         self._shared = shared
@@ -46,7 +48,8 @@ class ThresholdClient(ClientParty):
         return self._key
 
     def accept_key(self, data: bytes, rnd: int) -> None:
-        """``THR_COLLECTIVE_KEY`` from the server: the key to encrypt under from now on."""
+        """``THR_COLLECTIVE_KEY`` from the server: the key to encrypt under from now on, once at
+        least t quorum members have signed it (a key the server made up carries no such signatures)."""
         msg = ThrCollectiveKey.from_bytes(data, expect_round=rnd, expect_sender=server_id(0))
         if msg.key == self._key_bytes:
             return
@@ -55,10 +58,31 @@ class ThresholdClient(ClientParty):
         if key.params != self._params:
             raise MalformedMessageError(f"client {self.party_id}: the collective key has other parameters than"
                                         f" configured")
+        if cached is None:  # the simulator's shared cache holds keys already checked
+            self._check_signatures(msg, key)
         if self._shared is not None and cached is None:
             self._shared.clear()  # one key in force at a time
             self._shared[msg.key] = key
         self._key, self._key_bytes = key, msg.key
+
+    def _check_signatures(self, msg: ThrCollectiveKey, key: CollectivePublicKey) -> None:
+        """At least t distinct key-share holders (of ``msg.dealers``) signed this key."""
+        if self._roster is None:
+            raise ConfigError(f"client {self.party_id}: checking the collective key needs the federation roster")
+        t = self._opt.quorum[0]
+        signed = key_signed(msg.epoch, key.key_id, self._params.to_bytes())
+        valid = set()
+        for j, sig in msg.signatures:
+            if j not in msg.dealers:
+                continue
+            try:
+                self._roster.verify(member_id(j), signed, sig, f"client {self.party_id}: member {j}'s key signature")
+            except AuthenticationError:
+                continue
+            valid.add(j)
+        if len(valid) < t:
+            raise AuthenticationError(f"client {self.party_id}: the collective key carries {len(valid)} valid member"
+                                      f" signature(s), at least {t} are needed; refusing to encrypt under it")
 
     def protect(self, rnd: int, participants: int, dim: int, update: np.ndarray, weight: float) -> bytes:
         """``THR_UPDATE``: (a·x, a) encoded for this round and encrypted under the collective key."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from secfl.crypto.identity import SIGNATURE_BYTES, IdentityKey, Roster
 from secfl.crypto.keys import KEY_BYTES, PrivateKey, PublicKey, agree, open_sealed, seal
 from secfl.crypto.prg import SEED_BYTES, Prg, fresh_seed
 from secfl.crypto.threshold import (
@@ -38,7 +39,7 @@ from secfl.crypto.threshold import (
     pack_polys,
     unpack_polys,
 )
-from secfl.errors import DecryptionRefusedError, MalformedMessageError, ProtocolAbort, SecFLError
+from secfl.errors import ConfigError, DecryptionRefusedError, MalformedMessageError, ProtocolAbort, SecFLError
 from secfl.protocols.ckks_threshold.messages import (
     SHARE_LABEL,
     ThrActiveSet,
@@ -56,6 +57,9 @@ from secfl.protocols.ckks_threshold.messages import (
     ThrRoster,
     ThrShamirShares,
     aggregate_digest,
+    hello_signed,
+    key_signed,
+    roster_binding,
     share_ad,
 )
 from secfl.protocols.network import member_id, server_id
@@ -90,8 +94,11 @@ class QuorumMember(Party):
     partial-decryption requests — at most once per ciphertext and at most ``max_decryptions``
     ciphertexts per key. All input is bytes from the server; all output is bytes."""
 
-    def __init__(self, index: int, params: ThresholdParams) -> None:
+    def __init__(self, index: int, params: ThresholdParams, identity: IdentityKey | None = None,
+                 roster: Roster | None = None) -> None:
         self.index = int(index)
+        self._identity = identity
+        self._roster = roster
         self.party = member_id(self.index)
         self.party_id = self.party
         self.params = params
@@ -121,10 +128,19 @@ class QuorumMember(Party):
 
     # -- key generation ------------------------------------------------------------------------------
 
+    def _identities(self) -> tuple[IdentityKey, Roster]:
+        if self._identity is None or self._roster is None:
+            raise ConfigError(f"member {self.index}: key generation needs this member's identity key and the"
+                              f" federation roster (every member's public identity key)")
+        return self._identity, self._roster
+
     def hello(self, round_: int, epoch: int) -> bytes:
+        identity, _ = self._identities()
         priv = PrivateKey.generate()
         self._keygen = _Keygen(epoch, priv, fresh_seed())
-        return ThrMemberHello(round_, self.party, epoch, priv.public_key.raw, self._keygen.nonce).to_bytes()
+        raw = priv.public_key.raw
+        sig = identity.sign(hello_signed(epoch, self.index, self.params.to_bytes(), raw, self._keygen.nonce))
+        return ThrMemberHello(round_, self.party, epoch, raw, self._keygen.nonce, sig).to_bytes()
 
     def on_roster(self, data: bytes, round_: int) -> tuple[bytes, bytes]:
         """Parse the roster, generate s_i, return (THR_PUBKEY_SHARE, THR_SHAMIR_SHARES)."""
@@ -142,12 +158,17 @@ class QuorumMember(Party):
         if msg.public_keys[KEY_BYTES * pos : KEY_BYTES * (pos + 1)] != kg.private.public_key.raw or \
                 msg.nonces[SEED_BYTES * pos : SEED_BYTES * (pos + 1)] != kg.nonce:
             raise MalformedMessageError(f"member {self.index}: the roster misstates this member's key or nonce")
-        kg.roster = {j: PublicKey(msg.public_keys[KEY_BYTES * i : KEY_BYTES * (i + 1)]).validate()
-                     for i, j in enumerate(msg.members)}
-        kg.threshold = msg.threshold
+        _, identities = self._identities()
         nonces = [msg.nonces[SEED_BYTES * i : SEED_BYTES * (i + 1)] for i in range(m)]
+        keys = [msg.public_keys[KEY_BYTES * i : KEY_BYTES * (i + 1)] for i in range(m)]
+        for i, j in enumerate(msg.members):  # a relay that swapped any key cannot sign for it
+            identities.verify(member_id(j), hello_signed(kg.epoch, j, msg.params, keys[i], nonces[i]),
+                              msg.signatures[SIGNATURE_BYTES * i : SIGNATURE_BYTES * (i + 1)],
+                              f"member {self.index}: member {j}'s key in THR_ROSTER")
+        kg.roster = {j: PublicKey(keys[i]).validate() for i, j in enumerate(msg.members)}
+        kg.threshold = msg.threshold
         kg.seed = crp_seed(nonces, p.to_bytes() + struct.pack("<II", kg.epoch, msg.threshold)
-                           + _u32s(msg.members).tobytes())
+                           + _u32s(msg.members).tobytes() + roster_binding(identities.digest(), msg))
         secret = MemberSecret.generate(p)
         prg = Prg()
         share_b = secret.public_share(expand_crp(p, kg.seed), prg)
@@ -212,7 +233,9 @@ class QuorumMember(Party):
         self._key_id = key.key_id
         self._dealers = msg.dealers
         self._threshold = kg.threshold
-        return ThrKeyAck(round_, self.party, kg.epoch, key.key_id, True).to_bytes()
+        identity, _ = self._identities()
+        sig = identity.sign(key_signed(kg.epoch, key.key_id, self.params.to_bytes()))
+        return ThrKeyAck(round_, self.party, kg.epoch, key.key_id, True, sig).to_bytes()
 
     # -- decryption ----------------------------------------------------------------------------------
 

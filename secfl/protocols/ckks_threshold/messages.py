@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from secfl.crypto.identity import SIGNATURE_BYTES, signed_bytes
 from secfl.crypto.keys import KEY_BYTES
 from secfl.crypto.prg import SEED_BYTES
 from secfl.crypto.threshold import MAX_MEMBERS
@@ -27,7 +28,7 @@ __all__ = [
     "ThrMemberHello", "ThrRoster", "ThrPubkeyShare", "ThrShamirShares", "ThrCollectiveKey", "ThrUpdate",
     "ThrDecryptRequest", "ThrReady", "ThrActiveSet", "ThrPartialDecryption",
     "ThrKeygenRequest", "ThrDealing", "ThrKeyDelivery", "ThrKeyAck", "ThrUploadRequest", "ThrPartialRequest",
-    "aggregate_digest", "share_ad", "SHARE_LABEL",
+    "aggregate_digest", "share_ad", "SHARE_LABEL", "hello_signed", "key_signed", "roster_binding",
 ]
 
 _MAX_BLOB = 1 << 34
@@ -59,7 +60,8 @@ def _u32s(values: tuple[int, ...]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ThrMemberHello(Message):
-    """Member → server: its X25519 key and CRP nonce for key generation ``epoch``."""
+    """Member → server: its X25519 key and CRP nonce for key generation ``epoch``, signed with
+    its identity key (:func:`hello_signed`)."""
 
     TYPE = MsgType.THR_MEMBER_HELLO
     round: int
@@ -67,19 +69,22 @@ class ThrMemberHello(Message):
     epoch: int
     public_key: bytes
     nonce: bytes
+    signature: bytes = b""
 
     def _write(self, w: Writer) -> None:
-        w.u32(self.epoch).blob(self.public_key).blob(self.nonce)
+        w.u32(self.epoch).blob(self.public_key).blob(self.nonce).blob(self.signature)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> ThrMemberHello:
         return cls(round, sender, r.u32(), _fixed(r, KEY_BYTES, "THR_MEMBER_HELLO key"),
-                   _fixed(r, SEED_BYTES, "THR_MEMBER_HELLO nonce"))
+                   _fixed(r, SEED_BYTES, "THR_MEMBER_HELLO nonce"),
+                   _fixed(r, SIGNATURE_BYTES, "THR_MEMBER_HELLO signature"))
 
 
 @dataclass(frozen=True)
 class ThrRoster(Message):
-    """Server → member: the parameters, threshold and every member's key and nonce."""
+    """Server → member: the parameters, threshold and every member's key, nonce and hello
+    signature (each member checks every other member's signature against the roster file)."""
 
     TYPE = MsgType.THR_ROSTER
     round: int
@@ -90,10 +95,11 @@ class ThrRoster(Message):
     members: tuple[int, ...]
     public_keys: bytes  # 32 bytes per member, in member order
     nonces: bytes
+    signatures: bytes = b""  # 64 bytes per member
 
     def _write(self, w: Writer) -> None:
         w.u32(self.epoch).u32(self.threshold).blob(self.params).array(_u32s(self.members))
-        w.blob(self.public_keys).blob(self.nonces)
+        w.blob(self.public_keys).blob(self.nonces).blob(self.signatures)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> ThrRoster:
@@ -102,9 +108,10 @@ class ThrRoster(Message):
         m = len(members)
         keys = _fixed(r, KEY_BYTES * m, "THR_ROSTER keys")
         nonces = _fixed(r, SEED_BYTES * m, "THR_ROSTER nonces")
+        sigs = _fixed(r, SIGNATURE_BYTES * m, "THR_ROSTER signatures")
         if not 1 <= t <= m:
             raise MalformedMessageError(f"THR_ROSTER: threshold {t} for {m} members")
-        return cls(round, sender, epoch, t, params, members, keys, nonces)
+        return cls(round, sender, epoch, t, params, members, keys, nonces, sigs)
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,8 @@ class ThrShamirShares(Message):
 
 @dataclass(frozen=True)
 class ThrCollectiveKey(Message):
-    """Server → members and clients: the dealers in the key and the collective public key."""
+    """Server → members and clients: the dealers in the key and the collective public key; to
+    clients also each key-share holder's signature of it (:func:`key_signed`, from its ack)."""
 
     TYPE = MsgType.THR_COLLECTIVE_KEY
     round: int
@@ -162,13 +170,21 @@ class ThrCollectiveKey(Message):
     epoch: int
     dealers: tuple[int, ...]
     key: bytes
+    signatures: tuple[tuple[int, bytes], ...] = ()  # (member index, signature), sorted
 
     def _write(self, w: Writer) -> None:
         w.u32(self.epoch).array(_u32s(self.dealers)).blob(self.key)
+        w.array(_u32s(tuple(j for j, _ in self.signatures))).blob(b"".join(s for _, s in self.signatures))
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> ThrCollectiveKey:
-        return cls(round, sender, r.u32(), _index_set(r, "THR_COLLECTIVE_KEY dealers"), bytes(r.blob(_MAX_BLOB)))
+        epoch, dealers, key = r.u32(), _index_set(r, "THR_COLLECTIVE_KEY dealers"), bytes(r.blob(_MAX_BLOB))
+        signers = _index_set(r, "THR_COLLECTIVE_KEY signers", allow_empty=True)
+        if len(signers) > MAX_MEMBERS:
+            raise MalformedMessageError(f"THR_COLLECTIVE_KEY: {len(signers)} signers")
+        sigs = _fixed(r, SIGNATURE_BYTES * len(signers), "THR_COLLECTIVE_KEY signatures")
+        pairs = tuple((j, sigs[SIGNATURE_BYTES * i : SIGNATURE_BYTES * (i + 1)]) for i, j in enumerate(signers))
+        return cls(round, sender, epoch, dealers, key, pairs)
 
 
 @dataclass(frozen=True)
@@ -354,16 +370,18 @@ class ThrKeyAck(Message):
     epoch: int
     key_id: bytes
     holds_share: bool
+    signature: bytes = b""  # a holder's signature of the key (:func:`key_signed`); empty otherwise
 
     def _write(self, w: Writer) -> None:
-        w.u32(self.epoch).blob(self.key_id).u8(int(self.holds_share))
+        w.u32(self.epoch).blob(self.key_id).u8(int(self.holds_share)).blob(self.signature)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> ThrKeyAck:
         epoch, key_id, flag = r.u32(), _fixed(r, _KEY_ID, "THR_KEY_ACK key id"), r.u8()
         if flag > 1:
             raise MalformedMessageError(f"THR_KEY_ACK: flag {flag}")
-        return cls(round, sender, epoch, key_id, bool(flag))
+        sig = _fixed(r, SIGNATURE_BYTES if flag else 0, "THR_KEY_ACK signature")
+        return cls(round, sender, epoch, key_id, bool(flag), sig)
 
 
 @dataclass(frozen=True)
@@ -425,3 +443,22 @@ def aggregate_digest(digests: tuple[bytes, ...] | list[bytes]) -> bytes:
 def share_ad(round_: int, epoch: int, dealer: int, recipient: int, seed: bytes) -> bytes:
     """Associated data of the sealed Shamir share from ``dealer`` to ``recipient``."""
     return b"secfl-thr-shamir-v1" + struct.pack("<IIII", round_, epoch, dealer, recipient) + seed
+
+
+def hello_signed(epoch: int, member: int, params: bytes, public_key: bytes, nonce: bytes) -> bytes:
+    """What a member signs in its hello: its X25519 key and CRP nonce for this key generation."""
+    return signed_bytes("secfl/ckks-threshold/hello", epoch, member, params, public_key, nonce)
+
+
+def key_signed(epoch: int, key_id: bytes, params: bytes) -> bytes:
+    """What a key-share holder signs: the collective key (its id) of key generation ``epoch``."""
+    return signed_bytes("secfl/ckks-threshold/collective-key", epoch, key_id, params)
+
+
+def roster_binding(identities: bytes, msg: ThrRoster) -> bytes:
+    """SHA-256 over the federation roster's digest and the whole signed key roster (members,
+    keys, nonces, signatures): bound into the CRP seed, hence into every sealed share's AD."""
+    h = hashlib.sha256(b"secfl-thr-roster-v1" + identities)
+    h.update(struct.pack("<II", msg.epoch, msg.threshold) + msg.params + _u32s(msg.members).tobytes())
+    h.update(msg.public_keys + msg.nonces + msg.signatures)
+    return h.digest()

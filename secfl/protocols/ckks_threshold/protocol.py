@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from secfl.crypto.identity import IdentityKey, Roster
 from secfl.crypto.threshold import CollectivePublicKey, ThresholdParams
 from secfl.errors import ConfigError, ProtocolAbort, SecFLError
 from secfl.protocols.base import Protocol, ProtocolRound, Revealed, RoundSpec, Upload
@@ -170,12 +171,17 @@ class CkksThreshold(Protocol):
     summary = "CKKS under a collective key; t of n quorum members decrypt the aggregate (flooded partials)"
     reveals_to = "server as combiner, from t partial decryptions (no party holds the key)"
     Options = CkksThresholdOptions
+    #: across sites every party needs its site's identity key and the federation roster
+    needs_identities = True
 
     def __init__(self, options: CkksThresholdOptions | None = None) -> None:
         super().__init__(options)
         self.params: ThresholdParams = self.options.resolved_params()
         n = self.options.quorum[1]
-        self.members = [QuorumMember(j, self.params) for j in range(n)]
+        identities = {member_id(j): IdentityKey.generate() for j in range(n)}  # each member keeps its own
+        #: the federation roster (public): every member's identity key, as distributed out of band
+        self.roster = Roster.of(identities)
+        self.members = [QuorumMember(j, self.params, identities.pop(member_id(j)), self.roster) for j in range(n)]
         self.server = ThresholdServer(self.options, self.params)
         self._clients: dict[int, ThresholdClient] = {}
         self._shared: dict[bytes, CollectivePublicKey] = {}
@@ -213,13 +219,14 @@ class CkksThreshold(Protocol):
         """The server's stage sequence across sites (holds public material only)."""
         return ThresholdCoordinator(self.options)
 
-    def party(self, party_id: int) -> Party:
-        """A new party for a site: quorum member ``j`` for ``member_id(j)``, else client ``party_id``."""
+    def party(self, party_id: int, *, identity: IdentityKey | None = None, roster: Roster | None = None) -> Party:
+        """A new party for a site: quorum member ``j`` for ``member_id(j)`` (with the site's
+        identity key), else client ``party_id``; both check signatures against ``roster``."""
         n = self.options.quorum[1]
         if MEMBER_BASE <= party_id < MEMBER_BASE + n:
-            return QuorumMember(party_id - MEMBER_BASE, self.params)
+            return QuorumMember(party_id - MEMBER_BASE, self.params, identity, roster)
         if is_client(party_id):
-            return ThresholdClient(party_id, self.options, self.params)
+            return ThresholdClient(party_id, self.options, self.params, roster=roster)
         raise ConfigError(f"ckks-threshold has no party {party_id:#x}: clients are 0..2^31-1, members"
                           f" member_id(0..{n - 1})")
 
@@ -303,7 +310,8 @@ class CkksThreshold(Protocol):
                 continue
             if blob is None:
                 blob = self.server.client_key_message(spec.round)
-            client = self._clients.setdefault(c, ThresholdClient(c, self.options, self.params, self._shared))
+            client = self._clients.setdefault(c, ThresholdClient(c, self.options, self.params, self._shared,
+                                                                 self.roster))
             client.accept_key(net.send(SERVER, c, blob), spec.round)
             self._provisioned.add(c)
 

@@ -80,6 +80,7 @@ class _Keygen:
     dealers: tuple[int, ...] = ()
     key: CollectivePublicKey | None = None
     holders: set[int] = field(default_factory=set)
+    key_signatures: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,6 +113,8 @@ class ThresholdServer:
         self.decryptions = 0
         self.key: CollectivePublicKey | None = None
         self.key_blob: bytes | None = None
+        #: (member, signature of the key) from every key-share holder's ack: clients check them
+        self.key_signatures: tuple[tuple[int, bytes], ...] = ()
         #: seconds of the last key generation (all parties, as driven)
         self.keygen_seconds = 0.0
         #: bound on |revealed mean − exact weighted mean| per coordinate, set by :meth:`reveal`
@@ -159,7 +162,8 @@ class ThresholdServer:
             raise InsufficientQuorumError(f"key generation: {len(roster)} member(s) answered, the threshold is {t}")
         kg.roster = roster
         ros = ThrRoster(kg.round, SERVER, kg.epoch, t, self.params.to_bytes(), roster,
-                        b"".join(kg.hellos[j].public_key for j in roster), b"".join(kg.hellos[j].nonce for j in roster))
+                        b"".join(kg.hellos[j].public_key for j in roster), b"".join(kg.hellos[j].nonce for j in roster),
+                        b"".join(kg.hellos[j].signature for j in roster))
         return roster, ros.to_bytes()
 
     def accept_dealing(self, j: int, pubkey_share: bytes, shamir_shares: bytes) -> None:
@@ -208,6 +212,7 @@ class ThresholdServer:
             raise MalformedMessageError(f"member {j}: acknowledged another key")
         if msg.holds_share and j in kg.dealers:
             kg.holders.add(j)
+            kg.key_signatures[j] = msg.signature
 
     def finish_keygen(self) -> None:
         """Adopt the key; the members holding a share are those that acknowledged one."""
@@ -218,6 +223,7 @@ class ThresholdServer:
         self.key, self.key_blob = kg.key, kg.key.to_bytes()
         self.key_members = len(kg.dealers)
         self.dealers = tuple(j for j in kg.dealers if j in kg.holders)
+        self.key_signatures = tuple((j, kg.key_signatures[j]) for j in self.dealers)
         if len(self.dealers) < t:
             raise InsufficientQuorumError(f"key generation: {len(self.dealers)} member(s) hold a key share,"
                                           f" the threshold is {t}")
@@ -227,7 +233,7 @@ class ThresholdServer:
         """``THR_COLLECTIVE_KEY`` for clients (public)."""
         if self.key_blob is None:
             raise ProtocolAbort("no collective key to provision")
-        return ThrCollectiveKey(rnd, SERVER, self.epoch, self.dealers, self.key_blob).to_bytes()
+        return ThrCollectiveKey(rnd, SERVER, self.epoch, self.dealers, self.key_blob, self.key_signatures).to_bytes()
 
     # -- aggregation ------------------------------------------------------------------------------------
 

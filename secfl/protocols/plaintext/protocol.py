@@ -48,5 +48,5 @@ class Plaintext(Protocol):
     def coordinator(self) -> PlainCoordinator:
         return PlainCoordinator(self.options)
 
-    def party(self, party_id: int) -> Party:
+    def party(self, party_id: int, *, identity: Any = None, roster: Any = None) -> Party:
         return PlainClient(party_id, self.options)

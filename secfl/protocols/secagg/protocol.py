@@ -291,7 +291,7 @@ class SecAgg(IntegerDP, Protocol):
         """The server's stage sequence across sites (holds what the spec lets the server see)."""
         return SecAggCoordinator(self.options, self._dp)
 
-    def party(self, party_id: int) -> Party:
+    def party(self, party_id: int, *, identity: Any = None, roster: Any = None) -> Party:
         """A new client party for a site (it lives across rounds; fresh keys every round)."""
         return SecAggClient(party_id, self.options, self._dp)
 

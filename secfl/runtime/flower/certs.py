@@ -12,6 +12,11 @@ SuperNode authentication (EC P-384, OpenSSH format): ``site-K.key`` stays at the
 ``site-K.pub`` goes to the server operator, whose ``--authorized-keys`` directory lists one per
 site. The server registers each key for its site only: a node that authenticates with site K's
 key can play site K and no other.
+
+``secfl deploy identity DIR --site K`` writes a site's long-term identity key (Ed25519; the
+protocols sign their key advertisements with it) and ``secfl deploy roster DIR`` collects the
+public halves into ``roster.toml``, the federation roster every site holds (out of band: a relay
+cannot rewrite it).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from pathlib import Path
 
 from secfl.errors import ConfigError
 
-__all__ = ["write_certs", "CERT_FILES", "write_node_key", "node_key_paths", "authorized_sites"]
+__all__ = ["write_certs", "CERT_FILES", "write_node_key", "node_key_paths", "authorized_sites", "write_identity",
+           "write_roster"]
 
 CERT_FILES = ("ca.crt", "ca.key", "server.crt", "server.key")
 
@@ -135,3 +141,43 @@ def authorized_sites(keys_dir: str | Path) -> dict[int, Path]:
     if not found:
         raise ConfigError(f"--authorized-keys {d}: no site-K.pub files (create them with `secfl deploy node-key`)")
     return found
+
+
+def write_identity(out: str | Path, site: int, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Site ``site``'s long-term identity key (Ed25519): ``site-K.identity`` (secret, stays at the
+    site) and ``site-K.identity.pub`` (public, goes into the federation roster)."""
+    from secfl.crypto.identity import IdentityKey
+
+    if isinstance(site, bool) or not isinstance(site, int) or site < 0:
+        raise ConfigError(f"--site must be an integer >= 0, got {site!r}")
+    d = Path(out)
+    priv, pub = d / f"site-{site}.identity", d / f"site-{site}.identity.pub"
+    existing = [p.name for p in (priv, pub) if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{d}: {', '.join(existing)} already exist (pass --overwrite to replace them)")
+    d.mkdir(parents=True, exist_ok=True)
+    key = IdentityKey.generate()
+    key.save(priv)
+    _write(pub, key.public.raw.hex().encode() + b"\n", False)
+    return priv, pub
+
+
+def write_roster(keys_dir: str | Path, out: str | Path | None = None) -> Path:
+    """The federation roster (``roster.toml``: site id -> public identity key) from the
+    ``site-K.identity.pub`` files in ``keys_dir``; every site and the server get a copy."""
+    from secfl.crypto.identity import IdentityPublic, Roster
+
+    d = Path(keys_dir)
+    found: dict[int, IdentityPublic] = {}
+    for p in sorted(d.glob("site-*.identity.pub")):
+        k = p.name.removeprefix("site-").removesuffix(".identity.pub")
+        if k.isdigit():
+            try:
+                found[int(k)] = IdentityPublic(bytes.fromhex(p.read_text().strip()))
+            except ValueError as exc:
+                raise ConfigError(f"{p}: not a public identity key ({exc})") from None
+    if not found:
+        raise ConfigError(f"{d}: no site-K.identity.pub files (create them with `secfl deploy identity`)")
+    path = Path(out) if out is not None else d / "roster.toml"
+    path.write_text(Roster(found).to_toml())
+    return path

@@ -254,10 +254,12 @@ def _report_progress(out: Path, seen: int, on_round: Callable[[dict[str, Any]], 
 
 def deploy_client(server: str, certs: str, site: int, *, data: str | None = None, protocol: str | None = None,
                   connect_timeout: float = 60.0, log_dir: str | None = None,
-                  auth_key: str | None = None) -> tuple[int, str]:
+                  auth_key: str | None = None, identity: str | None = None,
+                  roster: str | None = None) -> tuple[int, str]:
     """Run site ``site`` until the server ends the run: ``(exit status, message)``. ``auth_key``:
     the site's node-authentication private key (``secfl deploy node-key``), for a server that
-    requires it."""
+    requires it. ``identity`` / ``roster``: the site's identity key file and the federation
+    roster (``secfl deploy identity`` / ``roster``), for protocols whose parties sign."""
     from secfl.runtime.flower.site import SiteProgram
 
     host, port = parse_address(server)
@@ -271,7 +273,10 @@ def deploy_client(server: str, certs: str, site: int, *, data: str | None = None
         raise ConfigError(f"--data {data}: no such file or directory")
     if auth_key is not None and not Path(auth_key).is_file():
         raise ConfigError(f"--auth-key {auth_key}: no such file")
-    program = SiteProgram(site, data_path=data, expect_protocol=protocol)
+    for flag, path in (("--identity", identity), ("--roster", roster)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{flag} {path}: no such file")
+    program = SiteProgram(site, data_path=data, expect_protocol=protocol, identity=identity, roster=roster)
     program.start()
     logs = Path(log_dir) if log_dir else Path(program.socket_path).parent
     logs.mkdir(parents=True, exist_ok=True)

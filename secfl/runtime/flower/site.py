@@ -104,8 +104,13 @@ class RunFinish(Message):
 class SiteProgram:
     """Serves the site's pipe; builds the :class:`Site` when the server says hello."""
 
-    def __init__(self, site: int, *, data_path: str | None = None, expect_protocol: str | None = None) -> None:
+    def __init__(self, site: int, *, data_path: str | None = None, expect_protocol: str | None = None,
+                 identity: str | None = None, roster: str | None = None) -> None:
+        from secfl.crypto.identity import IdentityKey, Roster
+
         self.site_id = site
+        self._identity = IdentityKey.load(identity) if identity else None
+        self._roster = Roster.load(roster) if roster else None
         self.data_path = data_path
         self.expect_protocol = expect_protocol
         self.site: Any = None  # secfl.runtime.federation.Site, built on hello
@@ -185,7 +190,7 @@ class SiteProgram:
                     raise ConfigError(f"--data {self.data_path}: no such file or directory")
                 own = load_dataset(DataConfig(name=DatasetName(kind), path=self.data_path), cfg.seed)
             if self.site is None:
-                self.site = Site(cfg, self.site_id, data=own)
+                self.site = Site(cfg, self.site_id, data=own, identity=self._identity, roster=self._roster)
         except SecFLError as exc:
             self.outcome = (1, f"{type(exc).__name__}: {exc}")
             self.finished.set()
