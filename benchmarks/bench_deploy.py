@@ -224,7 +224,9 @@ def run_deploy(config: Path, work: Path, certs: Path, sites: int, protocol: str,
         for k in range(sites):
             group.start(f"site{k}", secfl_cmd("deploy", "client", "--server", address, "--certs", str(certs),
                                               "--site", str(k), "--protocol", protocol,
-                                              "--connect-timeout", str(args.join_timeout)))
+                                              "--connect-timeout", str(args.join_timeout),
+                                              "--identity", str(certs / f"site-{k}.identity"),
+                                              "--roster", str(certs / "roster.toml")))
         if (rc := group.wait("server", args.time_limit)) != 0:
             raise RuntimeError(f"secfl deploy server exited with {rc}: {group.log('server')}")
         wall = time.perf_counter() - t
@@ -319,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         certs = root / "certs"
         subprocess.run(secfl_cmd("deploy", "certs", str(certs)), env=ENV, check=True, capture_output=True)
+        for k in range(max(args.sites)):  # each site's identity key, and the roster every site holds
+            subprocess.run(secfl_cmd("deploy", "identity", str(certs), "--site", str(k)), env=ENV, check=True,
+                           capture_output=True)
+        subprocess.run(secfl_cmd("deploy", "roster", str(certs)), env=ENV, check=True, capture_output=True)
         try:
             for sites in args.sites:
                 for protocol in args.protocols:

@@ -141,7 +141,7 @@ def test_a_second_partial_decryption_of_the_same_ciphertext_is_refused():
     # the same ciphertexts with another active set: still refused
     msg = ThrActiveSet.from_bytes(request)
     other = ThrActiveSet(0, server_id(0), msg.key_id, (member.index, 2 if member.index != 2 else 1), msg.included,
-                         msg.digest, msg.count, msg.c1).to_bytes()
+                         msg.digest, msg.count, msg.c1, msg.signatures, msg.client_c1).to_bytes()
     with pytest.raises(DecryptionRefusedError):
         member.on_active_set(other, 0, 3)
     # and the member does not even say it is ready for them
@@ -184,8 +184,9 @@ def test_decryption_budget_rotates_keys_and_members_enforce_it():
     key = proto.server_key()
     c1 = key.encrypt(np.zeros(4))[:, 1]
     digests = thr.ciphertext_digests(c1, key.key_id)
+    packed = pack_polys(c1, key.params.data_primes)
     req = ThrActiveSet(9, server_id(0), key.key_id, (0, 1), (0,), _aggregate_digest(digests), 1,
-                       pack_polys(c1, key.params.data_primes)).to_bytes()
+                       packed, b"\x00" * 64, packed).to_bytes()
     with pytest.raises(DecryptionRefusedError, match="budget"):
         member.on_active_set(req, 9, 2)
 
@@ -251,7 +252,7 @@ def test_server_rejects_bad_uploads(proto35):
     with pytest.raises(MalformedMessageError):
         r.receive(0, Upload(((to, data[:-5]),)))
     msg = ThrUpdate.from_bytes(data)
-    other_key = ThrUpdate(msg.round, 0, b"\x01" * 16, msg.count, msg.ciphertexts).to_bytes()
+    other_key = ThrUpdate(msg.round, 0, b"\x01" * 16, msg.count, msg.ciphertexts, msg.signature).to_bytes()
     with pytest.raises(MalformedMessageError, match="another key"):
         r.receive(0, Upload(((to, other_key),)))
     r.receive(0, up)

@@ -228,6 +228,7 @@ def test_reader_checks_lengths_against_the_bytes_left():
 # messages: (valid message, payload offset of a count / length field, struct format, value, match)
 
 KEY = b"\x07" * 32
+SIG = b"\x05" * 64
 KID = b"\x05" * 16
 DIG = b"\x06" * 32
 
@@ -262,9 +263,9 @@ CASES: list[tuple[str, Message, int, str, int, str]] = [
     ("ThrShamirShares-huge", ThrShamirShares(0, 1, 0, ((0, 1, b"x"),)), 4, "<I", HUGE32, "at most"),
     ("ThrShamirShares-many", ThrShamirShares(0, 1, 0, ((0, 1, b"x"),)), 4, "<I", MAX_MEMBERS, "bytes are left"),
     ("ThrCollectiveKey", ThrCollectiveKey(0, 1, 0, (0, 1), b"key"), 5, "<Q", HUGE64, "truncated"),
-    ("ThrUpdate-blob", ThrUpdate(0, 1, KID, 1, b"ct"), 28, "<Q", 1 << 30, "truncated"),
+    ("ThrUpdate-blob", ThrUpdate(0, 1, KID, 1, b"ct", SIG), 28, "<Q", 1 << 30, "truncated"),
     ("ThrDecryptRequest", ThrDecryptRequest(0, 1, KID, (0, 1), (DIG,)), 25, "<Q", HUGE64, "truncated"),
-    ("ThrActiveSet", ThrActiveSet(0, 1, KID, (0, 1), (2, 3), DIG, 1, b"c1"), 25, "<Q", HUGE64, "truncated"),
+    ("ThrActiveSet", ThrActiveSet(0, 1, KID, (0, 1), (2, 3), DIG, 1, b"c1", SIG * 2, b"c1" * 2), 25, "<Q", HUGE64, "truncated"),
     ("ThrPartialDecryption", ThrPartialDecryption(0, 1, KID, DIG, (0, 1), b"d"), 65, "<Q", HUGE64, "truncated"),
     ("ThrUploadRequest", ThrUploadRequest(0, 1, np.arange(1, 3, dtype=U32), 10, KID), 1, "<Q", HUGE64,
      "truncated"),

@@ -36,15 +36,16 @@ CLIENTS = (0, 1, 2, 3)
 def _sites(proto, clients, members):
     """One party object per party id, each built on its own (as a separate site would), each
     member with its own identity key; every party holds the federation roster."""
-    keys, roster = new_identities(member_id(j) for j in range(members))
+    keys, roster = new_identities((*clients, *(member_id(j) for j in range(members))))
     parties = _Parties({pid: proto.party(pid, identity=keys.get(pid), roster=roster)
                         for pid in (*clients, *(member_id(j) for j in range(members)))})
-    parties.roster = roster
+    parties.roster, parties.keys = roster, keys
     return parties
 
 
 class _Parties(dict):
     roster = None  # the federation roster every site holds
+    keys: dict = {}  # each site's identity key (a file at the site: it survives a restart)
 
 
 def _data(rnd: int, k: int = len(CLIENTS)):
@@ -307,7 +308,7 @@ def test_a_restarted_client_gets_the_key_again_next_round():
     coord = proto.coordinator()
     parties = _sites(proto, CLIENTS, 3)
     _run(coord, parties, 0)
-    parties[1] = proto.party(1, roster=parties.roster)  # a new process for site 1: it holds no key
+    parties[1] = proto.party(1, identity=parties.keys[1], roster=parties.roster)  # a new process: no key
     out, xs, ws, _ = _run(coord, parties, 1)
     assert out.included == (0, 2, 3) and "does not hold the collective key" in coord.dropped[1]
     out, xs, ws, _ = _run(coord, parties, 2)

@@ -32,7 +32,7 @@ DIM, CLIENTS, N = 64, (0, 1, 2, 3), 3
 
 
 def _federation(proto):
-    keys, roster = new_identities(member_id(j) for j in range(N))
+    keys, roster = new_identities((*CLIENTS, *(member_id(j) for j in range(N))))
     parties = {pid: proto.party(pid, identity=keys.get(pid), roster=roster)
                for pid in (*CLIENTS, *(member_id(j) for j in range(N)))}
     return parties, roster
@@ -160,3 +160,93 @@ def test_a_site_whose_identity_is_not_the_rosters_is_refused():
     with pytest.raises(ConfigError, match="identity key and the federation roster"):
         Site(cfg, 1)
     assert Site(cfg, 1, identity=keys[1], roster=roster).parties
+
+
+# -- item 3: members decrypt only real aggregates ---------------------------------------------------
+
+class _CraftingServer(Transport):
+    """Rewrites the aggregate in every THR_ACTIVE_SET the members receive (``craft(msg) -> msg``)."""
+
+    def __init__(self, inner: Transport, craft) -> None:
+        self.inner, self.craft = inner, craft
+
+    @property
+    def failures(self):  # type: ignore[override]
+        return self.inner.failures
+
+    def exchange(self, stage, requests):
+        if stage == "thr.partial":
+            requests = {pid: self._rewrite(data) for pid, data in requests.items()}
+        return self.inner.exchange(stage, requests)
+
+    def _rewrite(self, data: bytes) -> bytes:
+        from secfl.protocols.ckks_threshold.messages import ThrActiveSet, ThrPartialRequest
+
+        req = ThrPartialRequest.from_bytes(data)
+        msg = self.craft(ThrActiveSet.from_bytes(req.active_set))
+        return ThrPartialRequest(req.round, req.sender, req.clients, msg.to_bytes()).to_bytes()
+
+
+def _with_c1(msg, c1_polys, params):
+    from dataclasses import replace
+
+    from secfl.crypto.threshold import ciphertext_digests, pack_polys
+    from secfl.protocols.ckks_threshold.messages import aggregate_digest
+
+    digest = aggregate_digest(ciphertext_digests(c1_polys, msg.key_id))  # consistent with the new c1
+    return replace(msg, c1=pack_polys(c1_polys, params.data_primes), digest=digest)
+
+
+def _crafted_round(craft):
+    proto = make_protocol("ckks-threshold", quorum=(2, N), max_weight=100.0)
+    coord = proto.coordinator()
+    parties, _ = _federation(proto)
+    _inputs(parties, 0)
+    relay = _CraftingServer(LocalTransport(Network(), parties), lambda msg: craft(msg, proto.params))
+    with pytest.raises(InsufficientQuorumError):
+        coord.run_round(RoundSpec(0, CLIENTS, DIM), relay)
+    return [relay.failures[member_id(j)] for j in range(N) if member_id(j) in relay.failures]
+
+
+def _constant(msg, params):
+    """The review's attack: c1 = the constant 2^40 (every coefficient, NTT form)."""
+    from secfl.crypto.threshold import unpack_polys
+
+    real = unpack_polys(msg.c1, (msg.count,), params.data_primes, params.poly_degree)
+    return _with_c1(msg, np.full_like(real, 1 << 40) % np.array(params.data_primes)[:, None], params)
+
+
+def _negated(msg, params):
+    from secfl.crypto.threshold import unpack_polys
+
+    real = unpack_polys(msg.c1, (msg.count,), params.data_primes, params.poly_degree)
+    return _with_c1(msg, (-real) % np.array(params.data_primes)[:, None], params)
+
+
+def _one_client(msg, params):
+    """Only client 0's own (validly signed) upload: its update alone would be decrypted."""
+    from dataclasses import replace
+
+    from secfl.crypto.threshold import unpack_polys
+
+    size = len(msg.c1)
+    own = msg.client_c1[:size]
+    crafted = _with_c1(msg, unpack_polys(own, (msg.count,), params.data_primes, params.poly_degree), params)
+    return replace(crafted, included=msg.included[:1], signatures=msg.signatures[:64], client_c1=own)
+
+
+@pytest.mark.parametrize("craft, why", [(_constant, "not the sum"), (_negated, "not the sum"),
+                                        (_one_client, "at least 2")])
+def test_members_refuse_to_decrypt_a_crafted_aggregate(craft, why):
+    failures = _crafted_round(craft)
+    assert len(failures) >= 2 and all(why in f for f in failures), failures
+
+
+def test_members_refuse_a_forged_client_signature():
+    def forged(msg, params):
+        from dataclasses import replace
+
+        return replace(msg, signatures=bytes(64) + msg.signatures[64:])
+
+    failures = _crafted_round(forged)
+    assert failures and all("AuthenticationError" in f and "client 0" in f for f in failures), failures

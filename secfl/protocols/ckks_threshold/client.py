@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from secfl.crypto.identity import Roster
+from secfl.crypto.identity import IdentityKey, Roster
 from secfl.crypto.threshold import CollectivePublicKey, ThresholdParams, pack_polys
 from secfl.errors import AuthenticationError, ConfigError, MalformedMessageError, ProtocolAbort
-from secfl.protocols.ckks_threshold.messages import ThrCollectiveKey, ThrUpdate, ThrUploadRequest, key_signed
+from secfl.protocols.ckks_threshold.messages import (
+    ThrCollectiveKey,
+    ThrUpdate,
+    ThrUploadRequest,
+    key_signed,
+    upload_signed,
+)
 from secfl.protocols.ckks_threshold.options import CkksThresholdOptions, round_codec
 from secfl.protocols.network import member_id, server_id
 from secfl.protocols.parties import ClientParty
@@ -30,9 +36,11 @@ class ThresholdClient(ClientParty):
     identical key bytes share one parsed :class:`CollectivePublicKey` (public material)."""
 
     def __init__(self, party_id: int, options: CkksThresholdOptions, params: ThresholdParams,
-                 shared: dict[bytes, CollectivePublicKey] | None = None, roster: Roster | None = None) -> None:
+                 shared: dict[bytes, CollectivePublicKey] | None = None, roster: Roster | None = None,
+                 identity: IdentityKey | None = None) -> None:
         self.party_id = int(party_id)
         self._roster = roster
+        self._identity = identity
         self._opt = options
         self._params = params
         self._shared = shared
@@ -91,9 +99,13 @@ class ThresholdClient(ClientParty):
             raise ProtocolAbort(f"client {self.party_id} holds no collective key (not provisioned in setup)")
         codec = round_codec(self._opt, self._params, dim, participants)
         values = codec.encode(update, weight, f"client {self.party_id}")
+        if self._identity is None:
+            raise ConfigError(f"client {self.party_id}: signing its upload needs its identity key")
         cts = key.encrypt(values)
-        return ThrUpdate(rnd, self.party_id, key.key_id, cts.shape[0],
-                         pack_polys(cts, key.params.data_primes)).to_bytes()
+        primes = key.params.data_primes
+        sig = self._identity.sign(upload_signed(rnd, self.party_id, key.key_id, cts.shape[0],
+                                                pack_polys(cts[:, 1], primes)))
+        return ThrUpdate(rnd, self.party_id, key.key_id, cts.shape[0], pack_polys(cts, primes), sig).to_bytes()
 
     def handle(self, stage: str, request: bytes) -> bytes:
         if stage != UPLOAD:

@@ -33,13 +33,21 @@ from secfl.crypto.threshold import (
     KeyShare,
     MemberSecret,
     ThresholdParams,
+    add_into,
     ciphertext_digests,
     crp_seed,
     expand_crp,
     pack_polys,
     unpack_polys,
 )
-from secfl.errors import ConfigError, DecryptionRefusedError, MalformedMessageError, ProtocolAbort, SecFLError
+from secfl.errors import (
+    AuthenticationError,
+    ConfigError,
+    DecryptionRefusedError,
+    MalformedMessageError,
+    ProtocolAbort,
+    SecFLError,
+)
 from secfl.protocols.ckks_threshold.messages import (
     SHARE_LABEL,
     ThrActiveSet,
@@ -61,6 +69,7 @@ from secfl.protocols.ckks_threshold.messages import (
     key_signed,
     roster_binding,
     share_ad,
+    upload_signed,
 )
 from secfl.protocols.network import member_id, server_id
 from secfl.protocols.parties import Party
@@ -95,8 +104,10 @@ class QuorumMember(Party):
     ciphertexts per key. All input is bytes from the server; all output is bytes."""
 
     def __init__(self, index: int, params: ThresholdParams, identity: IdentityKey | None = None,
-                 roster: Roster | None = None) -> None:
+                 roster: Roster | None = None, min_clients: int = 2) -> None:
         self.index = int(index)
+        self.min_clients = int(min_clients)
+        self._partial_rounds: set[int] = set()  # rounds this member already answered a THR_ACTIVE_SET in
         self._identity = identity
         self._roster = roster
         self.party = member_id(self.index)
@@ -281,16 +292,43 @@ class QuorumMember(Party):
         if seen:
             raise DecryptionRefusedError(f"member {self.index}: refusing a second partial decryption of"
                                          f" {seen} ciphertext(s) (a retry would leak its key share)")
+        if msg.round in self._partial_rounds:
+            raise DecryptionRefusedError(f"member {self.index}: already answered a decryption in round {msg.round}"
+                                         f" (a second aggregate of the same uploads would single one out)")
         if self.decryptions + len(digests) > p.max_decryptions:
             raise DecryptionRefusedError(f"member {self.index}: decryption budget of this key exhausted"
                                          f" ({self.decryptions} of {p.max_decryptions}); the key must be regenerated")
+        self._check_evidence(msg, c1)  # last: the signature checks cost the most
         # record before computing: even a crash midway never leads to a second answer
+        self._partial_rounds.add(msg.round)
         self._decrypted.update(digests)
         self.decryptions += len(digests)
         sigma = p.flooding_sigma(max_clients, len(self._dealers))
         d = share.partial_decrypt(c1, [j + 1 for j in msg.active], sigma)
         return ThrPartialDecryption(round_, self.party, msg.key_id, msg.digest, msg.active,
                                     pack_polys(d, p.data_primes)).to_bytes()
+
+    def _check_evidence(self, msg: ThrActiveSet, c1: np.ndarray) -> None:
+        """``c1`` is the sum of the included clients' own ``c_1``, each signed by its client for
+        this round and key, and there are at least ``min_clients`` of them. Otherwise
+        :class:`DecryptionRefusedError` (too few) or :class:`AuthenticationError` (a forgery)."""
+        _, roster = self._identities()
+        k = len(msg.included)
+        if k < self.min_clients:
+            raise DecryptionRefusedError(f"member {self.index}: the aggregate has {k} client upload(s), at least"
+                                         f" {self.min_clients} are needed")
+        p, size = self.params, len(msg.c1)
+        total = np.zeros_like(c1)
+        for i, client in enumerate(msg.included):
+            own = msg.client_c1[size * i : size * (i + 1)]
+            roster.verify(client, upload_signed(msg.round, client, msg.key_id, msg.count, own),
+                          msg.signatures[SIGNATURE_BYTES * i : SIGNATURE_BYTES * (i + 1)],
+                          f"member {self.index}: client {client}'s upload")
+            add_into(total, unpack_polys(own, (msg.count,), p.data_primes, p.poly_degree, "client c1"),
+                     p.data_primes)
+        if not np.array_equal(total, c1):
+            raise AuthenticationError(f"member {self.index}: c1 is not the sum of the {k} signed client uploads;"
+                                      f" refusing to decrypt it")
 
     # -- across sites: one request, one reply --------------------------------------------------------
 

@@ -28,7 +28,7 @@ __all__ = [
     "ThrMemberHello", "ThrRoster", "ThrPubkeyShare", "ThrShamirShares", "ThrCollectiveKey", "ThrUpdate",
     "ThrDecryptRequest", "ThrReady", "ThrActiveSet", "ThrPartialDecryption",
     "ThrKeygenRequest", "ThrDealing", "ThrKeyDelivery", "ThrKeyAck", "ThrUploadRequest", "ThrPartialRequest",
-    "aggregate_digest", "share_ad", "SHARE_LABEL", "hello_signed", "key_signed", "roster_binding",
+    "aggregate_digest", "share_ad", "SHARE_LABEL", "hello_signed", "key_signed", "roster_binding", "upload_signed",
 ]
 
 _MAX_BLOB = 1 << 34
@@ -189,7 +189,9 @@ class ThrCollectiveKey(Message):
 
 @dataclass(frozen=True)
 class ThrUpdate(Message):
-    """Client → server: the ciphertexts of (a_k x_k, a_k) under the collective key (NTT form)."""
+    """Client → server: the ciphertexts of (a_k x_k, a_k) under the collective key (NTT form),
+    and the client's signature of their ``c_1`` (:func:`upload_signed`): members decrypt only a
+    ``c_1`` they can check is the sum of such signed uploads."""
 
     TYPE = MsgType.THR_UPDATE
     round: int
@@ -197,13 +199,15 @@ class ThrUpdate(Message):
     key_id: bytes
     count: int
     ciphertexts: bytes
+    signature: bytes = b""
 
     def _write(self, w: Writer) -> None:
-        w.blob(self.key_id).u32(self.count).blob(self.ciphertexts)
+        w.blob(self.key_id).u32(self.count).blob(self.ciphertexts).blob(self.signature)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> ThrUpdate:
-        return cls(round, sender, _fixed(r, _KEY_ID, "THR_UPDATE key id"), r.u32(), bytes(r.blob(_MAX_BLOB)))
+        return cls(round, sender, _fixed(r, _KEY_ID, "THR_UPDATE key id"), r.u32(), bytes(r.blob(_MAX_BLOB)),
+                   _fixed(r, SIGNATURE_BYTES, "THR_UPDATE signature"))
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,8 @@ class ThrReady(Message):
 @dataclass(frozen=True)
 class ThrActiveSet(Message):
     """Server → member of the active set: the set (fixed before any share is computed), the
-    included clients, the aggregate's digest and its c_1 polynomials."""
+    included clients, the aggregate's digest and its c_1 polynomials; and the evidence that c_1
+    is real: every included client's own c_1 and its signature of it (the member re-adds them)."""
 
     TYPE = MsgType.THR_ACTIVE_SET
     round: int
@@ -263,10 +268,12 @@ class ThrActiveSet(Message):
     digest: bytes
     count: int
     c1: bytes
+    signatures: bytes = b""  # 64 bytes per included client, in order
+    client_c1: bytes = b""  # each included client's c_1, as packed as c1, in order
 
     def _write(self, w: Writer) -> None:
         w.blob(self.key_id).array(_u32s(self.active)).array(_u32s(self.included)).blob(self.digest)
-        w.u32(self.count).blob(self.c1)
+        w.u32(self.count).blob(self.c1).blob(self.signatures).blob(self.client_c1)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> ThrActiveSet:
@@ -274,7 +281,10 @@ class ThrActiveSet(Message):
         active = _index_set(r, "THR_ACTIVE_SET active set")
         included = _index_set(r, "THR_ACTIVE_SET included clients")
         digest = _fixed(r, _DIGEST, "THR_ACTIVE_SET digest")
-        return cls(round, sender, key_id, active, included, digest, r.u32(), bytes(r.blob(_MAX_BLOB)))
+        count, c1 = r.u32(), bytes(r.blob(_MAX_BLOB))
+        sigs = _fixed(r, SIGNATURE_BYTES * len(included), "THR_ACTIVE_SET signatures")
+        client_c1 = _fixed(r, len(c1) * len(included), "THR_ACTIVE_SET client c1")
+        return cls(round, sender, key_id, active, included, digest, count, c1, sigs, client_c1)
 
 
 @dataclass(frozen=True)
@@ -462,3 +472,8 @@ def roster_binding(identities: bytes, msg: ThrRoster) -> bytes:
     h.update(struct.pack("<II", msg.epoch, msg.threshold) + msg.params + _u32s(msg.members).tobytes())
     h.update(msg.public_keys + msg.nonces + msg.signatures)
     return h.digest()
+
+
+def upload_signed(round_: int, client: int, key_id: bytes, count: int, c1: bytes) -> bytes:
+    """What a client signs in its upload: the SHA-256 of its packed ``c_1`` for this round and key."""
+    return signed_bytes("secfl/ckks-threshold/upload", round_, client, key_id, count, hashlib.sha256(c1).digest())

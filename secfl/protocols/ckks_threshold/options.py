@@ -25,6 +25,8 @@ class CkksThresholdOptions:
     the parameter set. ``stat_security_bits`` (>= 30) and ``max_decryptions`` (τ: ciphertexts
     decrypted under one key before it is regenerated) size the flooding noise; when given they
     override the parameter set's. ``clip_range``, ``max_weight``, ``input``: as for ``ckks``.
+    ``min_clients``: members decrypt only an aggregate of at least this many distinct, signed
+    client uploads (1 would let the server have one client's update decrypted alone).
     """
 
     quorum: tuple[int, int] = (3, 5)
@@ -37,8 +39,11 @@ class CkksThresholdOptions:
     clip_range: float = 100.0
     max_weight: float = 1e4
     input: InputKind = InputKind.FLOAT
+    min_clients: int = 2
 
     def __post_init__(self) -> None:
+        if isinstance(self.min_clients, bool) or not isinstance(self.min_clients, int) or self.min_clients < 1:
+            raise ConfigError(f"ckks-threshold.min_clients must be an integer >= 1, got {self.min_clients!r}")
         q = self.quorum
         ok = isinstance(q, (tuple, list)) and len(q) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
                                                                   for v in q)

@@ -179,10 +179,12 @@ class CkksThreshold(Protocol):
         self.params: ThresholdParams = self.options.resolved_params()
         n = self.options.quorum[1]
         identities = {member_id(j): IdentityKey.generate() for j in range(n)}  # each member keeps its own
-        #: the federation roster (public): every member's identity key, as distributed out of band
+        #: the federation roster (public): every member's and client's identity key, as distributed
+        #: out of band (here clients join it when first provisioned: :meth:`_enroll`)
         self.roster = Roster.of(identities)
-        self.members = [QuorumMember(j, self.params, identities.pop(member_id(j)), self.roster) for j in range(n)]
-        self.server = ThresholdServer(self.options, self.params)
+        self.members = [QuorumMember(j, self.params, identities.pop(member_id(j)), self.roster,
+                                     self.options.min_clients) for j in range(n)]
+        self.server = ThresholdServer(self.options, self.params, self.roster)
         self._clients: dict[int, ThresholdClient] = {}
         self._shared: dict[bytes, CollectivePublicKey] = {}
         self._provisioned: set[int] = set()
@@ -224,9 +226,9 @@ class CkksThreshold(Protocol):
         identity key), else client ``party_id``; both check signatures against ``roster``."""
         n = self.options.quorum[1]
         if MEMBER_BASE <= party_id < MEMBER_BASE + n:
-            return QuorumMember(party_id - MEMBER_BASE, self.params, identity, roster)
+            return QuorumMember(party_id - MEMBER_BASE, self.params, identity, roster, self.options.min_clients)
         if is_client(party_id):
-            return ThresholdClient(party_id, self.options, self.params, roster=roster)
+            return ThresholdClient(party_id, self.options, self.params, roster=roster, identity=identity)
         raise ConfigError(f"ckks-threshold has no party {party_id:#x}: clients are 0..2^31-1, members"
                           f" member_id(0..{n - 1})")
 
@@ -310,10 +312,23 @@ class CkksThreshold(Protocol):
                 continue
             if blob is None:
                 blob = self.server.client_key_message(spec.round)
-            client = self._clients.setdefault(c, ThresholdClient(c, self.options, self.params, self._shared,
-                                                                 self.roster))
+            if c not in self._clients:
+                self._enroll([x for x in spec.clients if x not in self._clients])
+            client = self._clients[c]
             client.accept_key(net.send(SERVER, c, blob), spec.round)
             self._provisioned.add(c)
+
+    def _enroll(self, cids: list[int]) -> None:
+        """New clients, each with its own identity key; their public keys join the roster every party holds."""
+        identities = {cid: IdentityKey.generate() for cid in cids}
+        self.roster = Roster({**self.roster.keys, **{c: k.public for c, k in identities.items()}})
+        for m in self.members:
+            m._roster = self.roster
+        self.server.roster = self.roster
+        for other in self._clients.values():
+            other._roster = self.roster
+        for cid, identity in identities.items():
+            self._clients[cid] = ThresholdClient(cid, self.options, self.params, self._shared, self.roster, identity)
 
     def client_key(self, client: int) -> CollectivePublicKey:
         key = self.client(client).key

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from secfl.crypto.identity import Roster
 from secfl.crypto.keys import PublicKey
 from secfl.crypto.threshold import (
     CollectivePublicKey,
@@ -52,6 +53,7 @@ from secfl.protocols.ckks_threshold.messages import (
     ThrShamirShares,
     ThrUpdate,
     aggregate_digest,
+    upload_signed,
 )
 from secfl.protocols.ckks_threshold.options import CkksThresholdOptions, round_codec
 from secfl.protocols.network import member_id, server_id
@@ -94,6 +96,8 @@ class _Round:
     codec: SlotCodec
     acc: np.ndarray
     accepted: set[int] = field(default_factory=set)
+    #: each accepted client's packed c_1 and its signature: the members' evidence
+    evidence: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     included: tuple[int, ...] = ()
     digest: bytes = b""
 
@@ -101,8 +105,10 @@ class _Round:
 class ThresholdServer:
     """The server's state. Every input is bytes from a party; every secret it relays is sealed."""
 
-    def __init__(self, options: CkksThresholdOptions, params: ThresholdParams) -> None:
+    def __init__(self, options: CkksThresholdOptions, params: ThresholdParams, roster: Roster | None = None) -> None:
         self._opt = options
+        #: the federation roster (public), if the server holds it: forged uploads are dropped at intake
+        self.roster = roster
         self.params = params
         self.epoch = 0
         #: members holding a key share of the current key (they can decrypt)
@@ -269,8 +275,13 @@ class ThresholdServer:
             raise MalformedMessageError(f"client {client}: {msg.count} ciphertexts, expected {st.count}")
         p = self.params
         batch = unpack_polys(msg.ciphertexts, (st.count, 2), p.data_primes, p.poly_degree, "THR_UPDATE")
+        c1 = pack_polys(batch[:, 1], p.data_primes)
+        if self.roster is not None:  # the members check it anyway; the server drops a forgery early
+            self.roster.verify(client, upload_signed(st.round, client, msg.key_id, msg.count, c1), msg.signature,
+                               f"client {client}'s upload")
         add_into(st.acc, batch, p.data_primes)  # only after the whole upload parsed: atomic
         st.accepted.add(client)
+        st.evidence[client] = (c1, msg.signature)
 
     # -- decryption -------------------------------------------------------------------------------------
 
@@ -312,7 +323,8 @@ class ThresholdServer:
             active = tuple(candidates[:t])
             asked.update(active)
             request = ThrActiveSet(st.round, SERVER, self.key.key_id, active, st.included, st.digest, st.count,
-                                   c1_blob).to_bytes()
+                                   c1_blob, b"".join(st.evidence[c][1] for c in st.included),
+                                   b"".join(st.evidence[c][0] for c in st.included)).to_bytes()
             replies = ask(active, request)
             partials: dict[int, np.ndarray] = {}
             for j in active:
