@@ -44,7 +44,7 @@ from secfl.protocols.parties import ClientParty, Party, Transport
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.results import ExperimentResult, RoundRecord
-from secfl.runtime.simulator import client_seed, protocol_options
+from secfl.runtime.simulator import client_seed, protocol_options, single_thread
 
 __all__ = ["TRAIN_STAGE", "TrainDone", "Site", "FederationServer", "site_roles", "TimedTransport"]
 
@@ -160,8 +160,10 @@ class Site:
         msg = ModelBroadcast.from_bytes(request, expect_sender=SERVER)
         if msg.vector.size != self.codec.dim:
             raise MalformedMessageError(f"MODEL_BROADCAST: {msg.vector.size} weights, the model has {self.codec.dim}")
-        res = local_train(self.model, self.codec, msg.vector, self.x, self.y, self.cfg.train,
-                          client_seed(self.cfg.seed, msg.round, self.site), torch.device(self.device))
+        with single_thread():  # as the simulator trains: the same update, bit for bit (conv kernels
+            # reduce in another order with more threads)
+            res = local_train(self.model, self.codec, msg.vector, self.x, self.y, self.cfg.train,
+                              client_seed(self.cfg.seed, msg.round, self.site), torch.device(self.device))
         update = res.update
         if self.cfg.clip > 0:
             update, _ = clip_l2(np.asarray(update, dtype=np.float64), self.cfg.clip)

@@ -55,7 +55,7 @@ UpdateHook = Callable[[int, int, np.ndarray], np.ndarray]
 
 
 @contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
+def single_thread() -> Iterator[None]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -112,7 +112,7 @@ def _train_one(client: int, global_vector: np.ndarray, seed: int) -> LocalResult
     if _WORK is None or _CODEC is None:
         raise ProtocolAbort("worker used before initialisation")
     idx = _WORK.parts[client]
-    with _single_thread():
+    with single_thread():
         return local_train(_WORK.model, _CODEC, global_vector, _WORK.x[idx], _WORK.y[idx], _WORK.train, seed,
                            torch.device(_WORK.device))
 
