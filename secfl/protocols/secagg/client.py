@@ -19,12 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 from secfl.crypto.encoding import WeightedEncoder
+from secfl.crypto.identity import SIGNATURE_BYTES, IdentityKey, Roster
 from secfl.crypto.keys import KEY_BYTES, PrivateKey, PublicKey, open_sealed, seal
 from secfl.crypto.prg import Prg, fresh_seed
 from secfl.crypto.ring import Ring
 from secfl.crypto.sharing import SHAMIR_PRIME, bytes_to_field, shamir_split
 from secfl.dp import IntegerMechanism
 from secfl.errors import (
+    AuthenticationError,
     ConfigError,
     DecryptionRefusedError,
     DroppedOutError,
@@ -56,6 +58,7 @@ from secfl.protocols.secagg.messages import (
     SaSharesForward,
     SaUnmaskRequest,
     SaUnmaskResponse,
+    advertise_signed,
 )
 from secfl.protocols.secagg.options import (
     ADVERTISE_KEYS,
@@ -86,9 +89,12 @@ class SecAggClient(ClientParty):
     _s: PrivateKey
 
     def __init__(self, party_id: int, options: SecAggOptions | None = None,
-                 dp: IntegerMechanism | None = None) -> None:
+                 dp: IntegerMechanism | None = None, identity: IdentityKey | None = None,
+                 roster: Roster | None = None) -> None:
         check_client_ids([party_id])
         self.party_id = party_id
+        self._identity = identity  # signs the round's key advertisement
+        self._roster = roster  # the neighbours' advertisements must carry their signatures
         self.id = party_id
         self.server = server_id(0)
         self._options = options  # a site's client builds each round's encoder from these
@@ -117,6 +123,10 @@ class SecAggClient(ClientParty):
 
     def __repr__(self) -> str:
         return f"SecAggClient({self.party_id}, round={self.round})"
+
+    def _binding(self) -> bytes:
+        """The federation roster's digest (bound into every sealed share's AD), or nothing."""
+        return self._roster.digest() if self._roster is not None else b""
 
     @classmethod
     def for_round(cls, cid: int, rnd: int, encoder: WeightedEncoder | DPEncoder, length: int,
@@ -223,7 +233,9 @@ class SecAggClient(ClientParty):
 
     # 0 -----------------------------------------------------------------------------------
     def advertise(self) -> bytes:
-        return SaAdvertiseKeys(self.round, self.id, self._c.public_key.raw, self._s.public_key.raw).to_bytes()
+        c, s = self._c.public_key.raw, self._s.public_key.raw
+        sig = self._identity.sign(advertise_signed(self.round, self.id, c, s)) if self._identity is not None else b""
+        return SaAdvertiseKeys(self.round, self.id, c, s, sig).to_bytes()
 
     def on_roster(self, data: bytes) -> None:
         msg = SaKeyRoster.from_bytes(data, expect_round=self.round, expect_sender=self.server)
@@ -235,6 +247,14 @@ class SecAggClient(ClientParty):
             )
         if self._peer_c:
             raise DuplicateSenderError(f"client {self.id} already has its key roster for round {self.round}")
+        if self._roster is not None:  # a relay that swapped a neighbour's keys cannot sign for them
+            if not msg.signatures:
+                raise AuthenticationError(f"client {self.id}: SA_KEY_ROSTER carries no signatures")
+            for i, v in enumerate(msg.neighbours):
+                keys = msg.keys[2 * KEY_BYTES * i : 2 * KEY_BYTES * (i + 1)]
+                self._roster.verify(v, advertise_signed(self.round, v, keys[:KEY_BYTES], keys[KEY_BYTES:]),
+                                    msg.signatures[SIGNATURE_BYTES * i : SIGNATURE_BYTES * (i + 1)],
+                                    f"client {self.id}: neighbour {v}'s keys in SA_KEY_ROSTER")
         self.threshold = msg.threshold
         for i, v in enumerate(msg.neighbours):
             base = 2 * KEY_BYTES * i
@@ -255,7 +275,7 @@ class SecAggClient(ClientParty):
         for i, v in enumerate(peers):
             k_out, self._key_in[v] = share_channel_keys(self._c, self._peer_c[v], self.round, self.id, v)
             plain = SHARE_PLAIN.pack(self.id, v) + shares[i].tobytes()
-            sealed.append(seal(k_out, plain, share_ad(self.round, self.id, v)))
+            sealed.append(seal(k_out, plain, share_ad(self.round, self.id, v, self._binding())))
         return SaShareKeys(self.round, self.id, tuple(peers), b"".join(sealed)).to_bytes()
 
     def on_forward(self, data: bytes) -> None:
@@ -342,7 +362,7 @@ class SecAggClient(ClientParty):
     def open_share(self, peer: int) -> np.ndarray:
         """Decrypt the share pair ``peer`` sent: ``(2, 9)`` field elements (row 0: b, row 1: s)."""
         sealed = self._inbox[peer]
-        plain = open_sealed(self._key_in[peer], sealed, share_ad(self.round, peer, self.id),
+        plain = open_sealed(self._key_in[peer], sealed, share_ad(self.round, peer, self.id, self._binding()),
                             what=f"share from client {peer}")
         if len(plain) != PLAIN_BYTES:
             raise MalformedMessageError(f"share from client {peer}: {len(plain)} bytes, expected {PLAIN_BYTES}")

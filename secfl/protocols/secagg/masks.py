@@ -63,9 +63,10 @@ def share_channel_keys(c: PrivateKey, peer_c: PublicKey, rnd: int, me: int, peer
     return (pair[:32], pair[32:]) if me == lo else (pair[32:], pair[:32])
 
 
-def share_ad(rnd: int, src: int, dst: int) -> bytes:
-    """Associated data of a sealed share pair: binds round, sender and recipient."""
-    return b"secfl/secagg/share" + struct.pack("<BIII", WIRE_VERSION, rnd, src, dst)
+def share_ad(rnd: int, src: int, dst: int, binding: bytes = b"") -> bytes:
+    """Associated data of a sealed share pair: binds round, sender, recipient and (with a
+    federation roster) the roster's digest."""
+    return b"secfl/secagg/share" + struct.pack("<BIII", WIRE_VERSION, rnd, src, dst) + binding
 
 
 #: one helper job of the server's unmasking: (ring, length, round, survivors' self-mask seeds,

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from secfl.crypto.identity import SIGNATURE_BYTES, signed_bytes
 from secfl.crypto.keys import KEY_BYTES
 from secfl.crypto.sharing import SHAMIR_PRIME
 from secfl.errors import MalformedMessageError
 from secfl.protocols.secagg.masks import CHUNKS, SEALED_BYTES
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 
-__all__ = ["SaAdvertiseKeys", "SaKeyRoster", "SaShareKeys", "SaSharesForward", "SaMaskedInput", "SaUnmaskRequest",
-           "SaUnmaskResponse"]
+__all__ = ["advertise_signed", "SaAdvertiseKeys", "SaKeyRoster", "SaShareKeys", "SaSharesForward", "SaMaskedInput",
+           "SaUnmaskRequest", "SaUnmaskResponse"]
 
 
 _MAX_PARTIES = 1 << 20
@@ -40,16 +41,18 @@ def _ids(r: Reader, what: str, *, sorted_ids: bool = True) -> list[int]:
 
 @dataclass(frozen=True)
 class SaAdvertiseKeys(Message):
-    """Client → server: the public halves of its encryption key ``c`` and mask key ``s``."""
+    """Client → server: the public halves of its encryption key ``c`` and mask key ``s``, and
+    (when the federation has a roster) its identity key's signature of them (:func:`advertise_signed`)."""
 
     TYPE = MsgType.SA_ADVERTISE_KEYS
     round: int
     sender: int
     c_public: bytes
     s_public: bytes
+    signature: bytes = b""  # empty, or 64 bytes
 
     def _write(self, w: Writer) -> None:
-        w.blob(self.c_public).blob(self.s_public)
+        w.blob(self.c_public).blob(self.s_public).blob(self.signature)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> SaAdvertiseKeys:
@@ -58,12 +61,16 @@ class SaAdvertiseKeys(Message):
             raise MalformedMessageError(f"SA_ADVERTISE_KEYS: public keys are {KEY_BYTES} bytes")
         if c == s:
             raise MalformedMessageError("SA_ADVERTISE_KEYS: the encryption and mask keys must differ")
-        return cls(round, sender, c, s)
+        sig = r.blob(SIGNATURE_BYTES)
+        if len(sig) not in (0, SIGNATURE_BYTES):
+            raise MalformedMessageError(f"SA_ADVERTISE_KEYS: a signature is {SIGNATURE_BYTES} bytes")
+        return cls(round, sender, c, s, sig)
 
 
 @dataclass(frozen=True)
 class SaKeyRoster(Message):
-    """Server → client: the threshold and each neighbour's id and two public keys."""
+    """Server → client: the threshold and each neighbour's id, two public keys and (when the
+    federation has a roster) the neighbour's signature of them."""
 
     TYPE = MsgType.SA_KEY_ROSTER
     round: int
@@ -71,9 +78,11 @@ class SaKeyRoster(Message):
     threshold: int
     neighbours: tuple[int, ...]
     keys: bytes  # 64 bytes per neighbour: c public ‖ s public
+    signatures: bytes = b""  # empty, or 64 bytes per neighbour
 
     def _write(self, w: Writer) -> None:
         w.u32(self.threshold).array(np.asarray(self.neighbours, dtype=np.uint32)).blob(self.keys)
+        w.blob(self.signatures)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> SaKeyRoster:
@@ -84,7 +93,10 @@ class SaKeyRoster(Message):
             raise MalformedMessageError("SA_KEY_ROSTER: key block does not match the neighbour count")
         if not 1 <= t <= len(ids):
             raise MalformedMessageError(f"SA_KEY_ROSTER: threshold {t} outside [1, {len(ids)}]")
-        return cls(round, sender, t, tuple(ids), keys)
+        sigs = r.blob(SIGNATURE_BYTES * len(ids))
+        if len(sigs) not in (0, SIGNATURE_BYTES * len(ids)):
+            raise MalformedMessageError("SA_KEY_ROSTER: signature block does not match the neighbour count")
+        return cls(round, sender, t, tuple(ids), keys, sigs)
 
 
 @dataclass(frozen=True)
@@ -193,3 +205,8 @@ class SaUnmaskResponse(Message):
         return cls(round, sender, out[0][0], out[0][1], out[1][0], out[1][1])
 
 
+
+
+def advertise_signed(rnd: int, client: int, c_public: bytes, s_public: bytes) -> bytes:
+    """What a client signs when it advertises its round keys."""
+    return signed_bytes("secfl/secagg/advertise", rnd, client, c_public, s_public)

@@ -293,7 +293,7 @@ class SecAgg(IntegerDP, Protocol):
 
     def party(self, party_id: int, *, identity: Any = None, roster: Any = None) -> Party:
         """A new client party for a site (it lives across rounds; fresh keys every round)."""
-        return SecAggClient(party_id, self.options, self._dp)
+        return SecAggClient(party_id, self.options, self._dp, identity=identity, roster=roster)
 
     def close(self) -> None:
         if self._host is not None:

@@ -60,6 +60,8 @@ class SecAggServer:
         self.requested: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
         self.answered: set[int] = set()
         self.excluded: dict[int, str] = {}
+        #: each client's signature of its advertised keys (empty without a roster)
+        self.signatures: dict[int, bytes] = {}
 
     # 0
     def on_advertise(self, client: int, data: bytes) -> None:
@@ -72,6 +74,7 @@ class SecAggServer:
         PublicKey(msg.s_public).validate()
         self.c_pk[client] = msg.c_public
         self.s_pk[client] = msg.s_public
+        self.signatures[client] = msg.signature
 
     def build_graph(self) -> None:
         nodes = sorted(self.c_pk)
@@ -90,7 +93,10 @@ class SecAggServer:
     def roster(self, u: int) -> bytes:
         peers = sorted(self.graph[u])
         keys = b"".join(self.c_pk[v] + self.s_pk[v] for v in peers)
-        return SaKeyRoster(self.round, self.id, self.t, tuple(peers), keys).to_bytes()
+        sigs = b"".join(self.signatures[v] for v in peers)
+        if len(sigs) != 64 * len(peers):
+            sigs = b""  # not every neighbour signed (no roster in this federation)
+        return SaKeyRoster(self.round, self.id, self.t, tuple(peers), keys, sigs).to_bytes()
 
     # 1
     def on_share_keys(self, client: int, data: bytes) -> None:
