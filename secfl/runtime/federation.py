@@ -135,7 +135,7 @@ class Site:
         party_roster = None
         if roster is not None:
             party_roster = party_roster_of(roster, self.protocol, cfg.clients)
-        elif getattr(self.protocol, "needs_identities", False):
+        elif parties is None and getattr(self.protocol, "needs_identities", False):
             raise ConfigError(f"{cfg.protocol} across sites needs this site's identity key and the federation"
                               f" roster (secfl deploy identity / roster; --identity and --roster)")
         if identity is not None and roster is not None and roster.keys.get(site) != identity.public:

@@ -13,9 +13,17 @@ from typing import Any
 import numpy as np
 
 from secfl.crypto.ckks import CkksEncryptor, CkksParams, CkksSecretContext
+from secfl.crypto.identity import IdentityKey, Roster
 from secfl.crypto.keys import PrivateKey, PublicKey, agree, open_sealed
 from secfl.errors import MalformedMessageError, ProtocolAbort
-from secfl.protocols.ckks.messages import CkksHello, CkksSecretContextMessage, CkksUpdate, CkksUploadRequest
+from secfl.protocols.ckks.messages import (
+    CkksHello,
+    CkksSecretContextMessage,
+    CkksUpdate,
+    CkksUploadRequest,
+    hello_signed,
+    holder_signed,
+)
 from secfl.protocols.ckks.options import CkksOptions, UploadForm, round_codec
 from secfl.protocols.network import member_id, server_id
 from secfl.protocols.parties import ClientParty, RoundRequest
@@ -36,8 +44,11 @@ class CkksClient(ClientParty):
     secret-context bytes share one parsed copy and one encryptor pool."""
 
     def __init__(self, party_id: int, options: CkksOptions, params: CkksParams,
-                 shared: dict[bytes, tuple[CkksSecretContext, CkksEncryptor]] | None = None) -> None:
+                 shared: dict[bytes, tuple[CkksSecretContext, CkksEncryptor]] | None = None,
+                 identity: IdentityKey | None = None, roster: Roster | None = None) -> None:
         self.party_id = party_id
+        self._identity = identity  # signs the hello key
+        self._roster = roster  # the key holder's one-time key must carry its signature
         self._opt = options
         self._params = params
         self._shared = shared
@@ -67,11 +78,16 @@ class CkksClient(ClientParty):
     def hello(self, rnd: int) -> bytes:
         """A fresh one-time X25519 key, for the key holder to seal the secret context to."""
         self._hello = PrivateKey.generate()
-        return CkksHello(rnd, self.party_id, self._hello.public_key.raw).to_bytes()
+        raw = self._hello.public_key.raw
+        sig = self._identity.sign(hello_signed(rnd, self.party_id, raw)) if self._identity is not None else b""
+        return CkksHello(rnd, self.party_id, raw, sig).to_bytes()
 
-    def _open_provision(self, rnd: int, holder_key: bytes, sealed: bytes) -> None:
+    def _open_provision(self, rnd: int, holder_key: bytes, sealed: bytes, signature: bytes = b"") -> None:
         if self._hello is None:
             raise MalformedMessageError(f"client {self.party_id}: a sealed secret context without a hello")
+        if self._roster is not None:  # a context sealed by anyone but the key holder is refused
+            self._roster.verify(KEY_HOLDER, holder_signed(rnd, self.party_id, self._hello.public_key.raw, holder_key),
+                                signature, f"client {self.party_id}: the key holder's provisioning key")
         key = provision_key(self._hello, holder_key, rnd, self.party_id)
         ad = b"secfl/ckks/secret-context" + rnd.to_bytes(4, "little") + self.party_id.to_bytes(4, "little")
         self._install(open_sealed(key, sealed, ad, what="sealed CKKS secret context"))
@@ -126,7 +142,7 @@ class CkksClient(ClientParty):
             if self.party_id not in set(int(c) for c in up.participants):
                 raise MalformedMessageError(f"client {self.party_id} is not a participant of round {up.round}")
             if up.sealed:
-                self._open_provision(up.round, up.holder_key, up.sealed)
+                self._open_provision(up.round, up.holder_key, up.sealed, up.holder_signature)
             update, weight = self.take_input(up.round)
             return self.protect(up.round, len(up.participants), up.dim, update, weight)
         raise MalformedMessageError(f"ckks client: unknown stage {stage!r}")

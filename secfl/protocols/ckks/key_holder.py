@@ -9,13 +9,15 @@ only participants of the round.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from secfl.crypto.ckks import CkksParams, CkksSecretContext
+from secfl.crypto.identity import IdentityKey, Roster
 from secfl.crypto.keys import PrivateKey, seal
-from secfl.errors import MalformedMessageError
+from secfl.errors import AuthenticationError, MalformedMessageError
 from secfl.protocols.base import Revealed
 from secfl.protocols.ckks.client import KEY_HOLDER, provision_key
 from secfl.protocols.ckks.messages import (
@@ -26,6 +28,8 @@ from secfl.protocols.ckks.messages import (
     CkksReveal,
     CkksRevealRequest,
     CkksSecretContextMessage,
+    hello_signed,
+    holder_signed,
 )
 from secfl.protocols.ckks.options import CkksOptions, round_codec
 from secfl.protocols.network import server_id
@@ -34,13 +38,19 @@ from secfl.protocols.parties import Party
 __all__ = ["CkksKeyHolder"]
 
 
+log = logging.getLogger("secfl")
+
+
 class CkksKeyHolder(Party):
     """Holds the secret context (generated on first use, kept for later rounds)."""
 
     party_id = KEY_HOLDER
 
-    def __init__(self, options: CkksOptions, params: CkksParams) -> None:
+    def __init__(self, options: CkksOptions, params: CkksParams, identity: IdentityKey | None = None,
+                 roster: Roster | None = None) -> None:
         self._opt = options
+        self._identity = identity  # signs each one-time provisioning key
+        self._roster = roster  # each client's hello must carry its signature
         self._params = params
         self._secret: CkksSecretContext | None = None
         #: round -> (participants, dim), as the coordinator announced them (checked at reveal)
@@ -71,15 +81,26 @@ class CkksKeyHolder(Party):
     def _keys(self, req: CkksKeyRequest) -> bytes:
         public = self.context.public().to_bytes() if req.need_public else b""
         secret = self.context.to_bytes(include_secret_key=True)
-        holder_keys, sealed = [], []
-        for client, hello in zip(req.clients, req.hellos, strict=True):
+        holder_keys, sealed, sigs, served = [], [], [], []
+        for client, hello, hello_sig in zip(req.clients, req.hellos, req.signatures, strict=True):
             c = int(client)
+            if self._roster is not None:  # a relay that swapped the hello key cannot sign for it
+                try:
+                    self._roster.verify(c, hello_signed(req.round, c, hello), hello_sig,
+                                        f"key holder: client {c}'s hello key")
+                except AuthenticationError as exc:
+                    log.warning("%s; no secret context sealed for it", exc)
+                    continue
+            served.append(c)
             eph = PrivateKey.generate()
+            if self._identity is not None:
+                sigs.append(self._identity.sign(holder_signed(req.round, c, hello, eph.public_key.raw)))
             key = provision_key(eph, hello, req.round, c)
             ad = b"secfl/ckks/secret-context" + req.round.to_bytes(4, "little") + c.to_bytes(4, "little")
             holder_keys.append(eph.public_key.raw)
             sealed.append(seal(key, secret, ad))
-        return CkksKeys(req.round, KEY_HOLDER, public, req.clients, tuple(holder_keys), tuple(sealed)).to_bytes()
+        return CkksKeys(req.round, KEY_HOLDER, public, np.asarray(served, dtype=np.uint32), tuple(holder_keys),
+                        tuple(sealed), tuple(sigs)).to_bytes()
 
     def expect_round(self, rnd: int, participants: frozenset[int], dim: int) -> None:
         """The round's participants and length (the simulator tells it directly; across sites they

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from secfl.crypto.identity import SIGNATURE_BYTES, signed_bytes
 from secfl.crypto.keys import KEY_BYTES
 from secfl.errors import MalformedMessageError
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
@@ -20,6 +21,7 @@ from secfl.protocols.wire import Message, MsgType, Reader, Writer
 __all__ = [
     "CkksContextMessage", "CkksSecretContextMessage", "CkksUpdate", "CkksAggregate", "CkksHello",
     "CkksKeyRequest", "CkksKeys", "CkksUploadRequest", "CkksReveal", "CkksRevealRequest", "MAX_BLOB",
+    "hello_signed", "holder_signed",
 ]
 
 MAX_BLOB = 1 << 34
@@ -108,6 +110,23 @@ class CkksAggregate(Message):
         return cls(round, sender, included, r.blob(MAX_BLOB))
 
 
+def _signature(r: Reader, what: str) -> bytes:
+    sig = r.blob(SIGNATURE_BYTES)
+    if len(sig) not in (0, SIGNATURE_BYTES):
+        raise MalformedMessageError(f"{what}: a signature is {SIGNATURE_BYTES} bytes, got {len(sig)}")
+    return sig
+
+
+def hello_signed(rnd: int, client: int, public_key: bytes) -> bytes:
+    """What a client signs in its ``CKKS_HELLO``: its one-time provisioning key."""
+    return signed_bytes("secfl/ckks/hello", rnd, client, public_key)
+
+
+def holder_signed(rnd: int, client: int, client_key: bytes, holder_key: bytes) -> bytes:
+    """What the key holder signs for each client: its one-time key, bound to the client's."""
+    return signed_bytes("secfl/ckks/holder-key", rnd, client, client_key, holder_key)
+
+
 @dataclass(frozen=True)
 class CkksHello(Message):
     """Client → server → key holder: the client's one-time X25519 key for its provisioning."""
@@ -116,16 +135,17 @@ class CkksHello(Message):
     round: int
     sender: int
     public_key: bytes
+    signature: bytes = b""  # with a federation roster: the client's signature (hello_signed)
 
     def _write(self, w: Writer) -> None:
-        w.blob(self.public_key)
+        w.blob(self.public_key).blob(self.signature)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> CkksHello:
         key = r.blob(KEY_BYTES)
         if len(key) != KEY_BYTES:
             raise MalformedMessageError(f"CKKS_HELLO: an X25519 key is {KEY_BYTES} bytes, got {len(key)}")
-        return cls(round, sender, key)
+        return cls(round, sender, key, _signature(r, "CKKS_HELLO"))
 
 
 @dataclass(frozen=True)
@@ -139,11 +159,13 @@ class CkksKeyRequest(Message):
     need_public: bool
     clients: np.ndarray  # uint32, sorted
     hellos: tuple[bytes, ...]  # one X25519 key per client
+    signatures: tuple[bytes, ...] = ()  # each client's hello signature (empty without a roster)
 
     def _write(self, w: Writer) -> None:
         w.u8(int(self.need_public)).array(np.asarray(self.clients, dtype=np.uint32))
-        for key in self.hellos:
-            w.blob(key)
+        sigs = self.signatures or (b"",) * len(self.hellos)
+        for key, sig in zip(self.hellos, sigs, strict=True):
+            w.blob(key).blob(sig)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> CkksKeyRequest:
@@ -151,11 +173,14 @@ class CkksKeyRequest(Message):
         if flag > 1:
             raise MalformedMessageError(f"CKKS_KEY_REQUEST: need_public flag {flag}")
         clients = _party_ids(r, "CKKS_KEY_REQUEST clients", allow_empty=True)
-        r.count(clients.size, 8, "hello keys")  # each has at least its u64 length
-        keys = tuple(r.blob(KEY_BYTES) for _ in range(clients.size))
+        r.count(clients.size, 16, "hello keys")  # each has at least its two u64 lengths
+        keys, sigs = [], []
+        for _ in range(clients.size):
+            keys.append(r.blob(KEY_BYTES))
+            sigs.append(_signature(r, "CKKS_KEY_REQUEST"))
         if any(len(k) != KEY_BYTES for k in keys):
             raise MalformedMessageError("CKKS_KEY_REQUEST: every hello key is 32 bytes")
-        return cls(round, sender, bool(flag), clients, keys)
+        return cls(round, sender, bool(flag), clients, tuple(keys), tuple(sigs))
 
 
 @dataclass(frozen=True)
@@ -170,27 +195,30 @@ class CkksKeys(Message):
     clients: np.ndarray  # uint32, sorted
     holder_keys: tuple[bytes, ...]
     sealed: tuple[bytes, ...]
+    signatures: tuple[bytes, ...] = ()  # the key holder's signature of each holder key (holder_signed)
 
     def __repr__(self) -> str:
         return f"CkksKeys(round={self.round}, {len(self.sealed)} sealed secret context(s))"
 
     def _write(self, w: Writer) -> None:
         w.blob(self.public_context).array(np.asarray(self.clients, dtype=np.uint32))
-        for key, blob in zip(self.holder_keys, self.sealed, strict=True):
-            w.blob(key).blob(blob)
+        sigs = self.signatures or (b"",) * len(self.sealed)
+        for key, blob, sig in zip(self.holder_keys, self.sealed, sigs, strict=True):
+            w.blob(key).blob(blob).blob(sig)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> CkksKeys:
         public = r.blob(MAX_BLOB)
         clients = _party_ids(r, "CKKS_KEYS clients", allow_empty=True)
-        r.count(clients.size, 16, "holder keys and sealed contexts")  # two u64 lengths each at least
-        keys, blobs = [], []
+        r.count(clients.size, 24, "holder keys and sealed contexts")  # three u64 lengths each at least
+        keys, blobs, sigs = [], [], []
         for _ in range(clients.size):
             keys.append(r.blob(KEY_BYTES))
             blobs.append(r.blob(MAX_BLOB))
+            sigs.append(_signature(r, "CKKS_KEYS"))
         if any(len(k) != KEY_BYTES for k in keys):
             raise MalformedMessageError("CKKS_KEYS: every holder key is 32 bytes")
-        return cls(round, sender, public, clients, tuple(keys), tuple(blobs))
+        return cls(round, sender, public, clients, tuple(keys), tuple(blobs), tuple(sigs))
 
 
 @dataclass(frozen=True)
@@ -205,9 +233,11 @@ class CkksUploadRequest(Message):
     dim: int
     holder_key: bytes = b""
     sealed: bytes = b""
+    holder_signature: bytes = b""
 
     def _write(self, w: Writer) -> None:
         w.array(np.asarray(self.participants, dtype=np.uint32)).u64(self.dim).blob(self.holder_key).blob(self.sealed)
+        w.blob(self.holder_signature)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> CkksUploadRequest:
@@ -218,7 +248,7 @@ class CkksUploadRequest(Message):
         key, sealed = r.blob(KEY_BYTES), r.blob(MAX_BLOB)
         if len(key) not in (0, KEY_BYTES) or (len(key) == 0) != (len(sealed) == 0):
             raise MalformedMessageError("CKKS_UPLOAD_REQUEST: holder key and sealed context go together")
-        return cls(round, sender, participants, int(dim), key, sealed)
+        return cls(round, sender, participants, int(dim), key, sealed, _signature(r, "CKKS_UPLOAD_REQUEST"))
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,8 @@ class Ckks(Protocol):
     summary = "CKKS homomorphic encryption: the server adds ciphertexts; a key holder decrypts the aggregate"
     reveals_to = "key holder (member 0; every client holds the same key)"
     Options = CkksOptions
+    #: across sites every party needs its site's identity key and the federation roster
+    needs_identities = True
 
     def __init__(self, options: CkksOptions | None = None) -> None:
         super().__init__(options)
@@ -115,8 +117,8 @@ class Ckks(Protocol):
     def party(self, party_id: int, *, identity: Any = None, roster: Any = None) -> Party:
         """A new party for a site: the key holder for :data:`KEY_HOLDER`, else client ``party_id``."""
         if party_id == KEY_HOLDER:
-            return CkksKeyHolder(self.options, self.params)
-        return CkksClient(party_id, self.options, self.params)
+            return CkksKeyHolder(self.options, self.params, identity, roster)
+        return CkksClient(party_id, self.options, self.params, identity=identity, roster=roster)
 
     def site_roles(self, site: int, sites: int) -> tuple[int, ...]:
         """Across sites, site 0 also plays the key holder."""

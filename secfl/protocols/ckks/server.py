@@ -46,13 +46,14 @@ class CkksServer:
             raise MalformedMessageError("the key holder's public context has other parameters than configured")
         self.context = ctx
 
-    def accept_keys(self, data: bytes, rnd: int) -> dict[int, tuple[bytes, bytes]]:
+    def accept_keys(self, data: bytes, rnd: int) -> dict[int, tuple[bytes, bytes, bytes]]:
         """``CKKS_KEYS``: keeps the public context (if sent); returns client -> (holder key, sealed
-        secret context) to relay, unopened."""
+        secret context, the key holder's signature) to relay, unopened."""
         msg = CkksKeys.from_bytes(data, expect_round=rnd, expect_sender=KEY_HOLDER)
         if msg.public_context:
             self._set_context(msg.public_context)
-        return {int(c): (k, s) for c, k, s in zip(msg.clients, msg.holder_keys, msg.sealed, strict=True)}
+        sigs = msg.signatures or (b"",) * len(msg.sealed)
+        return {int(c): (k, s, g) for c, k, s, g in zip(msg.clients, msg.holder_keys, msg.sealed, sigs, strict=True)}
 
     def open_round(self, rnd: int, participants: frozenset[int], dim: int) -> None:
         if self.context is None:

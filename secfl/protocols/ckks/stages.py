@@ -13,8 +13,10 @@ answered):
 
 Security: as in :mod:`secfl.protocols.ckks` — the server holds the public context and
 ciphertexts only; the revealed mean it receives is decoded onto the grid (no CKKS noise).
-Sealed provisioning protects the secret context from an honest-but-curious relay; against an
-active relay that swaps hello keys the parties need authenticated identities (not yet built).
+Sealed provisioning protects the secret context from an honest-but-curious relay. Against an
+active relay, with a federation roster: each client signs its hello key and the key holder seals
+only to a hello whose signature verifies; the key holder signs each one-time key (bound to the
+client's hello key) and a client opens only a context sealed under a key holder's signed key.
 """
 
 from __future__ import annotations
@@ -65,19 +67,19 @@ class CkksCoordinator(Coordinator):
         self.dropped = {}
         # 1-2: keys, and provisioning for newcomers
         new = [c for c in clients if c not in self.provisioned]
-        hellos: dict[int, bytes] = {}
+        hellos: dict[int, CkksHello] = {}
         if new:
             ask = RoundRequest(rnd, SERVER, ids, spec.dim).to_bytes()
             for c, data in transport.exchange("ckks.hello", {c: ask for c in new}).items():
                 try:
-                    hellos[c] = CkksHello.from_bytes(data, expect_round=rnd, expect_sender=c).public_key
+                    hellos[c] = CkksHello.from_bytes(data, expect_round=rnd, expect_sender=c)
                 except MalformedMessageError as exc:
                     self.dropped[c] = f"bad hello: {exc}"
-        sealed: dict[int, tuple[bytes, bytes]] = {}
+        sealed: dict[int, tuple[bytes, bytes, bytes]] = {}
         if self.server.context is None or hellos:
             order = sorted(hellos)
             req = CkksKeyRequest(rnd, SERVER, self.server.context is None, np.asarray(order, dtype=np.uint32),
-                                 tuple(hellos[c] for c in order))
+                                 tuple(hellos[c].public_key for c in order), tuple(hellos[c].signature for c in order))
             got = transport.exchange("ckks.keys", {KEY_HOLDER: req.to_bytes()})
             if KEY_HOLDER not in got:
                 raise InsufficientQuorumError(f"round {rnd}: the key holder did not answer"
@@ -91,8 +93,8 @@ class CkksCoordinator(Coordinator):
             if c in self.provisioned:
                 requests[c] = CkksUploadRequest(rnd, SERVER, ids, spec.dim).to_bytes()
             elif c in sealed:
-                key, blob = sealed[c]
-                requests[c] = CkksUploadRequest(rnd, SERVER, ids, spec.dim, key, blob).to_bytes()
+                key, blob, sig = sealed[c]
+                requests[c] = CkksUploadRequest(rnd, SERVER, ids, spec.dim, key, blob, sig).to_bytes()
             else:
                 self.dropped.setdefault(c, "not provisioned (no hello)")
         for c, data in transport.exchange("ckks.upload", requests).items():

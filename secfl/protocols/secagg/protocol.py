@@ -263,6 +263,8 @@ class SecAgg(IntegerDP, Protocol):
     summary = "SecAgg+ masking on a random k-regular graph; one server; survives dropouts at every stage"
     reveals_to = "server"
     Options = SecAggOptions
+    #: across sites every party needs its site's identity key and the federation roster
+    needs_identities = True
 
     def __init__(self, options: SecAggOptions | None = None) -> None:
         super().__init__(options)
