@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from secfl.crypto.encoding import WeightedEncoder
+from secfl.crypto.identity import IdentityKey
 from secfl.crypto.keys import SEAL_OVERHEAD, PrivateKey, PublicKey, agree, open_sealed
 from secfl.crypto.prg import SEED_BYTES
 from secfl.crypto.ring import Ring
@@ -38,6 +39,7 @@ from secfl.protocols.additive.messages import (
     AddShareBatch,
     ShareKind,
     ids_digest,
+    server_key_signed,
 )
 from secfl.protocols.additive.options import (
     KDF_LABEL,
@@ -62,10 +64,12 @@ COORDINATOR = server_id(0)
 class AdditiveAggregator(Party):
     """Aggregation server ``index``: holds only its own round key and what was sealed to it."""
 
-    def __init__(self, index: int, options: AdditiveOptions, dp: IntegerMechanism | None = None) -> None:
+    def __init__(self, index: int, options: AdditiveOptions, dp: IntegerMechanism | None = None,
+                 identity: IdentityKey | None = None) -> None:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < options.servers:
             raise ConfigError(f"additive has aggregation servers 0..{options.servers - 1}, not {index!r}")
         self.index = index
+        self._identity = identity  # signs the round key (servers 1..S-1 at sites)
         self.id = self.party_id = server_id(index)
         self._opt = options
         self._dp = dp
@@ -104,7 +108,9 @@ class AdditiveAggregator(Party):
     def advertise(self) -> bytes:
         """``ADD_SERVER_KEY``: a fresh X25519 key for this round."""
         self.key = PrivateKey.generate()
-        return AddServerKey(self.round, self.id, self.key.public_key.raw).to_bytes()
+        raw = self.key.public_key.raw
+        sig = self._identity.sign(server_key_signed(self.round, self.index, raw)) if self._identity else b""
+        return AddServerKey(self.round, self.id, raw, sig).to_bytes()
 
     def expected_kind(self, client: int) -> ShareKind:
         return ShareKind.VECTOR if holder(client, self._opt.servers) == self.index else ShareKind.SEED

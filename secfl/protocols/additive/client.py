@@ -17,12 +17,21 @@ from collections.abc import Sequence
 import numpy as np
 
 from secfl.crypto.encoding import WeightedEncoder
+from secfl.crypto.identity import Roster
 from secfl.crypto.keys import PrivateKey, PublicKey, agree, seal
 from secfl.crypto.prg import Prg
 from secfl.crypto.sharing import additive_split
 from secfl.dp import IntegerMechanism
 from secfl.errors import ConfigError, MalformedMessageError, ProtocolAbort
-from secfl.protocols.additive.messages import AddServerKey, AddShare, AddUpload, AddUploadRequest, ShareKind, share_ad
+from secfl.protocols.additive.messages import (
+    AddServerKey,
+    AddShare,
+    AddUpload,
+    AddUploadRequest,
+    ShareKind,
+    server_key_signed,
+    share_ad,
+)
 from secfl.protocols.additive.options import KDF_LABEL, UPLOAD_STAGE, AdditiveOptions, dither, holder
 from secfl.protocols.base import check_update
 from secfl.protocols.dp_encoding import DPEncoder, round_encoder
@@ -35,12 +44,14 @@ __all__ = ["AdditiveClient"]
 class AdditiveClient(ClientParty):
     """One ``additive`` client."""
 
-    def __init__(self, party_id: int, options: AdditiveOptions, dp: IntegerMechanism | None = None) -> None:
+    def __init__(self, party_id: int, options: AdditiveOptions, dp: IntegerMechanism | None = None,
+                 roster: Roster | None = None) -> None:
         if isinstance(party_id, bool) or not isinstance(party_id, int) or not 0 <= party_id < server_id(0):
             raise ConfigError(f"an additive client id must be in [0, 2**31), got {party_id!r}")
         self.party_id = party_id
         self._opt = options
         self._dp = dp
+        self._roster = roster  # servers 1..S-1 must have signed their keys
         #: (round, the S servers' public keys) once they arrived
         self._keys: tuple[int, tuple[PublicKey, ...]] | None = None
 
@@ -55,6 +66,9 @@ class AdditiveClient(ClientParty):
         keys = []
         for j, data in enumerate(messages):
             msg = AddServerKey.from_bytes(data, expect_round=rnd, expect_sender=server_id(j))
+            if self._roster is not None and j > 0:  # server 0 is the coordinator itself
+                self._roster.verify(server_id(j), server_key_signed(rnd, j, msg.public_key), msg.signature,
+                                    f"client {self.party_id}: aggregation server {j}'s key")
             keys.append(PublicKey(msg.public_key))
         self._keys = (rnd, tuple(keys))
 

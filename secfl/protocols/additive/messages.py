@@ -26,6 +26,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from secfl.crypto.identity import SIGNATURE_BYTES, signed_bytes
 from secfl.crypto.keys import KEY_BYTES
 from secfl.crypto.prg import SEED_BYTES
 from secfl.errors import MalformedMessageError
@@ -33,13 +34,14 @@ from secfl.protocols.additive.options import MAX_SERVERS
 from secfl.protocols.wire import WIRE_VERSION, Message, MsgType, Reader, Writer
 
 __all__ = [
+    "server_key_signed",
     "ShareKind", "AddServerKey", "AddShare", "AddIncludedSet", "AddPartialSum", "AddUploadRequest",
     "AddUpload", "AddShareBatch", "share_ad", "ids_digest",
 ]
 
 MAX_BLOB = 1 << 34
 _MAX_PARTIES = 1 << 20
-_MAX_KEY_MESSAGE = 256  # an ADD_SERVER_KEY frame is 64 bytes
+_MAX_KEY_MESSAGE = 256  # an ADD_SERVER_KEY frame is 64 bytes, 136 with its signature
 
 
 class ShareKind(IntEnum):
@@ -78,22 +80,27 @@ def _read_blobs(r: Reader, most: int, max_len: int = MAX_BLOB) -> tuple[bytes, .
 
 @dataclass(frozen=True)
 class AddServerKey(Message):
-    """Server j → client: the server's X25519 public key for this round."""
+    """Server j → client: the server's X25519 public key for this round and (with a federation
+    roster, servers 1..S−1) its identity key's signature of it (:func:`server_key_signed`)."""
 
     TYPE = MsgType.ADD_SERVER_KEY
     round: int
     sender: int
     public_key: bytes
+    signature: bytes = b""
 
     def _write(self, w: Writer) -> None:
-        w.blob(self.public_key)
+        w.blob(self.public_key).blob(self.signature)
 
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> AddServerKey:
         pk = r.blob(KEY_BYTES)
         if len(pk) != KEY_BYTES:
             raise MalformedMessageError(f"ADD_SERVER_KEY: a public key is {KEY_BYTES} bytes, got {len(pk)}")
-        return cls(round, sender, pk)
+        sig = r.blob(SIGNATURE_BYTES)
+        if len(sig) not in (0, SIGNATURE_BYTES):
+            raise MalformedMessageError(f"ADD_SERVER_KEY: a signature is {SIGNATURE_BYTES} bytes")
+        return cls(round, sender, pk, sig)
 
 
 @dataclass(frozen=True)
@@ -261,3 +268,8 @@ class AddShareBatch(Message):
         if len(shares) != ids.size:
             raise MalformedMessageError(f"ADD_SHARE_BATCH: {ids.size} clients but {len(shares)} shares")
         return cls(round, sender, kind, ids, shares)
+
+
+def server_key_signed(rnd: int, server: int, public_key: bytes) -> bytes:
+    """What aggregation server ``server`` signs when it advertises its round key."""
+    return signed_bytes("secfl/additive/server-key", rnd, server, public_key)

@@ -191,6 +191,8 @@ class Additive(IntegerDP, Protocol):
     summary = "additive secret sharing across S non-colluding servers; private unless all S collude"
     reveals_to = "the aggregation servers (server 0 combines the S partial sums)"
     Options = AdditiveOptions
+    #: across sites every party needs its site's identity key and the federation roster
+    needs_identities = True
 
     def open_round(self, spec: RoundSpec, net: Network) -> ProtocolRound:
         return _AdditiveRound(spec, net, self.options, self._dp)
@@ -204,8 +206,8 @@ class Additive(IntegerDP, Protocol):
         by the coordinator), else client ``party_id``."""
         j = party_id - server_id(0)
         if 0 <= j < self.options.servers:
-            return AdditiveAggregator(j, self.options, self._dp)
-        return AdditiveClient(party_id, self.options, self._dp)
+            return AdditiveAggregator(j, self.options, self._dp, identity)
+        return AdditiveClient(party_id, self.options, self._dp, roster)
 
     def site_roles(self, site: int, sites: int) -> tuple[int, ...]:
         """Across sites, site ``j − 1`` also plays aggregation server ``j`` (1 ≤ j < S); the

@@ -1,0 +1,69 @@
+"""``additive`` across sites against an active relay (issue 12, item 2): with a federation roster,
+aggregation servers 1..S−1 (at sites) sign their round keys and clients seal shares only to
+signed keys. Attack: the coordinator (server 0) swaps server 1's key for its own, to open both
+shares of every client (S = 2: the input). Before: accepted. Now: every client refuses
+(``AuthenticationError``) and the round aborts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from secfl.crypto.identity import new_identities
+from secfl.crypto.keys import PrivateKey
+from secfl.errors import ProtocolAbort, SecFLError
+from secfl.protocols import RoundSpec, make_protocol
+from secfl.protocols.additive.messages import AddServerKey, AddUploadRequest
+from secfl.protocols.network import Network, server_id
+from secfl.protocols.parties import LocalTransport, Transport
+
+CLIENTS, D = (0, 1, 2), 30
+
+
+def _federation():
+    proto = make_protocol("additive", max_weight=1.0)
+    ids = (*CLIENTS, server_id(1))
+    keys, roster = new_identities(ids)
+    parties = {p: proto.party(p, identity=keys[p], roster=roster) for p in ids}
+    xs = np.random.default_rng(0).uniform(-1, 1, (len(CLIENTS), D))
+    for c in CLIENTS:
+        parties[c].set_input(0, xs[c], 1.0)
+    return proto, parties, xs
+
+
+class _SwapServerKey(Transport):
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.evil = PrivateKey.generate()
+
+    @property
+    def failures(self):  # type: ignore[override]
+        return self.inner.failures
+
+    def exchange(self, stage, requests):
+        if stage == "additive.upload":
+            requests = {pid: self._swap(data) for pid, data in requests.items()}
+        return self.inner.exchange(stage, requests)
+
+    def _swap(self, data: bytes) -> bytes:
+        msg = AddUploadRequest.from_bytes(data)
+        one = AddServerKey.from_bytes(msg.server_keys[1])
+        forged = replace(one, public_key=self.evil.public_key.raw).to_bytes()
+        return replace(msg, server_keys=(msg.server_keys[0], forged, *msg.server_keys[2:])).to_bytes()
+
+
+def test_the_honest_round_passes_with_signatures():
+    proto, parties, xs = _federation()
+    coord = proto.coordinator()
+    out = coord.run_round(RoundSpec(0, CLIENTS, D), LocalTransport(Network(), parties))
+    assert out.included == CLIENTS and np.abs(out.mean - xs.mean(0)).max() <= coord.error_bound
+
+
+def test_a_coordinator_swapping_a_server_key_gets_no_share():
+    proto, parties, _ = _federation()
+    relay = _SwapServerKey(LocalTransport(Network(), parties))
+    with pytest.raises((ProtocolAbort, SecFLError)):
+        proto.coordinator().run_round(RoundSpec(0, CLIENTS, D), relay)
+    assert all("AuthenticationError" in relay.failures[c] for c in CLIENTS), relay.failures
