@@ -67,3 +67,45 @@ def test_a_coordinator_swapping_a_server_key_gets_no_share():
     with pytest.raises((ProtocolAbort, SecFLError)):
         proto.coordinator().run_round(RoundSpec(0, CLIENTS, D), relay)
     assert all("AuthenticationError" in relay.failures[c] for c in CLIENTS), relay.failures
+
+
+class _TamperPartialSum(Transport):
+    """Moves server 1's partial sum (CRC recomputed: a fresh, valid frame)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    @property
+    def failures(self):  # type: ignore[override]
+        return self.inner.failures
+
+    def exchange(self, stage, requests):
+        from secfl.crypto.ring import Ring
+        from secfl.protocols.additive.messages import AddPartialSum
+
+        got = self.inner.exchange(stage, requests)
+        if stage == "additive.reveal" and server_id(1) in got:
+            msg = AddPartialSum.from_bytes(got[server_id(1)])
+            ring = Ring(msg.modulus_bits)
+            values = ring.unpack(msg.packed, msg.length).copy()
+            values[0] = (int(values[0]) + (1 << (msg.modulus_bits - 1))) % (1 << msg.modulus_bits)
+            got[server_id(1)] = replace(msg, packed=ring.pack(values)).to_bytes()
+        return got
+
+
+def test_a_tampered_partial_sum_fails_the_sanity_check_on_the_mean():
+    from secfl.errors import ProtocolAbort
+
+    proto, parties, _ = _federation()
+    with pytest.raises(ProtocolAbort, match="beyond the clipping range"):
+        proto.coordinator().run_round(RoundSpec(0, CLIENTS, D), _TamperPartialSum(LocalTransport(Network(), parties)))
+
+
+def test_the_sanity_check_bounds():
+    from secfl.crypto.encoding import check_within_clip
+    from secfl.errors import ProtocolAbort
+
+    check_within_clip(np.array([-1.0, 1.0 + 1e-4]), 1.0, 1e-4)  # within r + bound
+    for bad in (np.array([0.0, 1.01]), np.array([np.nan]), np.array([-np.inf])):
+        with pytest.raises(ProtocolAbort):
+            check_within_clip(bad, 1.0, 1e-4)

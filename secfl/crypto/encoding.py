@@ -47,7 +47,7 @@ from secfl.crypto.prg import Prg
 from secfl.crypto.ring import Ring
 from secfl.errors import ConfigError, InsecureParametersError, InvalidUpdateError, ProtocolAbort
 
-__all__ = ["WeightedEncoder", "auto_bits", "check_quantization_options"]
+__all__ = ["WeightedEncoder", "auto_bits", "check_quantization_options", "check_within_clip"]
 
 #: Automatic quantization never uses more bits than this (float64 keeps codes exact to 2**52;
 #: 30 bits is already far below float32 resolution of a clipped update).
@@ -89,6 +89,17 @@ def check_quantization_options(
         math.isfinite(max_weight) and max_weight > 0
     ):
         raise ConfigError(f"{protocol}.max_weight must be a finite number > 0, got {max_weight!r}")
+
+
+def check_within_clip(mean: np.ndarray, clip_range: float, error_bound: float) -> None:
+    """The sanity check on a revealed mean: every input was clamped to ``[−r, r]``, so a weighted
+    mean beyond ``r`` plus its error bound comes from a tampered or crafted aggregate.
+    Raises :class:`~secfl.errors.ProtocolAbort` (nothing is applied)."""
+    peak = float(np.max(np.abs(mean))) if np.size(mean) else 0.0
+    limit = clip_range + error_bound
+    if not np.isfinite(peak) or peak > limit * (1 + 1e-9):
+        raise ProtocolAbort(f"the revealed mean reaches {peak:.6g}, beyond the clipping range {clip_range:g}"
+                            f" (+ error bound {error_bound:.3g}): a tampered or crafted aggregate; round aborted")
 
 
 @dataclass(frozen=True)
@@ -190,7 +201,9 @@ class WeightedEncoder:
         b_hat = qw / self.levels
         a_hat = self.quantizer.decode_sum(tot[:-1], count)
         mean = a_hat / b_hat
-        return mean, b_hat * float(self.max_weight), self.error_bound(count, b_hat)
+        bound = self.error_bound(count, b_hat)
+        check_within_clip(mean, float(self.clip_range), bound)
+        return mean, b_hat * float(self.max_weight), bound
 
     def error_bound(self, count: int, b_hat: float) -> float:
         """``3·r·m / (L·B̂)``: the largest error of any coordinate of the revealed mean."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from secfl.crypto.encoding import check_within_clip
 from secfl.errors import ConfigError, InsecureParametersError, InvalidUpdateError, ProtocolAbort, SecurityWarning
 from secfl.protocols.base import check_update, check_weight
 
@@ -178,4 +179,6 @@ class SlotCodec:
         peak = float(np.max(np.abs(mean))) if mean.size else 0.0
         error = (err_x + peak * err_w) / (total - err_w)
         weight = total if self.input is InputKind.QUANTIZED else total * self.max_weight
+        if self.input is not InputKind.QUANTIZED:
+            check_within_clip(mean, self.clip_range, error)
         return mean, weight, error
