@@ -124,9 +124,13 @@ def test_standard_preset_is_192_bit_and_fits_flooding():
 
 
 def test_preset_table_for_info():
-    (row,) = preset_table()
+    rows = {r["name"]: r for r in preset_table()}
+    assert set(rows) == {"standard", "statistical"}
+    row = rows["standard"]
     assert row["name"] == "standard" and row["security_bits"] == 192 and row["bytes_per_param"] == 22.5
     assert row["max_clients_at_clip_100"] > 100_000 and row["error_bound"] < 1e-5
+    stat = rows["statistical"]  # statistical flooding: 30 more modulus bits, 30 B/param
+    assert stat["security_bits"] == 256 and stat["bytes_per_param"] == 30.0 and stat["error_bound"] < 1e-5
 
 
 def test_params_refusals_name_the_bound():

@@ -80,6 +80,7 @@ __all__ = [
     "ERROR_TAIL_SIGMAS",
     "MAX_MEMBERS",
     "ThresholdPreset",
+    "Flooding",
     "ThresholdParams",
     "crp_seed",
     "expand_crp",
@@ -115,12 +116,34 @@ class ThresholdPreset(str, Enum):
     """Named parameter sets for ``ckks-threshold`` (see :meth:`ThresholdParams.from_preset`)."""
 
     #: N=8192, primes 45+45 (ciphertexts) + 60 (special), scale 2^64, two reals per slot:
-    #: 150 bits of modulus (192-bit security), 22.5 B/param, room for flooding at τ = 2^14.
+    #: 150 bits of modulus (192-bit security), 22.5 B/param, room for heuristic flooding at τ = 2^14.
     STANDARD = "standard"
+    #: N=16384, primes 60+60 + 60, scale 2^96, statistical flooding (:class:`Flooding`): 180 bits
+    #: of modulus (256-bit security), 30 B/param.
+    STATISTICAL = "statistical"
+
+
+class Flooding(str, Enum):
+    """How the partial-decryption flooding noise is sized (σ per coefficient of each partial).
+
+    ``heuristic`` — σ = √(12τ)·2^(s/2)·B_ct, OpenFHE's choice. Its guarantee is s bits of
+    *computational* security against key recovery in the bit-security sense of Micciancio–Walter
+    (Rényi/relative-error arguments), not a statistical distance: over τ decryptions of N
+    coefficients, the Pinsker bound on the statistical distance is only about
+    √(τN/2)·B_ct/σ = √(N/24)·2^(-s/2): about 2^-10.8 at N = 8192, s = 30 (whatever τ).
+    ``statistical`` — σ = 2^s·√(τN/2)·B_ct: the smudging lemma then bounds the statistical
+    distance between the partials an adversary sees over τ decryptions (τN coefficients) and
+    ones computed without the key share by 2^-s. Costs about s/2 + log2√(N/24) more bits of
+    noise: use the ``statistical`` preset, which has room for it.
+    """
+
+    HEURISTIC = "heuristic"
+    STATISTICAL = "statistical"
 
 
 _PRESETS: dict[ThresholdPreset, tuple[int, tuple[int, ...], int]] = {
     ThresholdPreset.STANDARD: (8192, (45, 45, 60), 64),
+    ThresholdPreset.STATISTICAL: (16384, (60, 60, 60), 96),
 }
 
 
@@ -152,8 +175,14 @@ class ThresholdParams(SlotGeometry):
     complex_packing: bool = True
     stat_security_bits: int = 30
     max_decryptions: int = 1 << 14
+    flooding: Flooding = Flooding.HEURISTIC
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "flooding", Flooding(self.flooding))
+        except ValueError:
+            raise ConfigError(f"threshold flooding must be one of {[f.value for f in Flooding]}, got"
+                              f" {self.flooding!r}") from None
         n = self.poly_degree
         if not isinstance(n, int) or isinstance(n, bool) or n not in (2048, 4096, 8192, 16384, 32768):
             raise ConfigError(f"threshold poly_degree must be one of 2048..32768 (a power of two), got {n!r}")
@@ -195,6 +224,8 @@ class ThresholdParams(SlotGeometry):
                               ) from None
         n, bits, scale = _PRESETS[p]
         fields: dict[str, Any] = {"poly_degree": n, "coeff_bits": bits, "scale_bits": scale}
+        if p is ThresholdPreset.STATISTICAL:
+            fields["flooding"] = Flooding.STATISTICAL
         fields.update(overrides)
         return cls(**fields)
 
@@ -269,9 +300,12 @@ class ThresholdParams(SlotGeometry):
         return ERROR_TAIL_SIGMAS * math.sqrt(k * self.fresh_noise_proxy(members))
 
     def flooding_sigma(self, clients: int, members: int) -> float:
-        """σ_flood = √(12τ)·2^(s/2)·B_ct: the standard deviation of each member's flooding noise."""
-        return (math.sqrt(12.0 * self.max_decryptions) * 2.0 ** (self.stat_security_bits / 2)
-                * self.ciphertext_noise_bound(clients, members))
+        """The standard deviation of each member's flooding noise (:class:`Flooding`):
+        heuristic √(12τ)·2^(s/2)·B_ct, statistical 2^s·√(τN/2)·B_ct."""
+        b_ct = self.ciphertext_noise_bound(clients, members)
+        if self.flooding is Flooding.STATISTICAL:
+            return 2.0 ** self.stat_security_bits * math.sqrt(self.max_decryptions * self.poly_degree / 2.0) * b_ct
+        return math.sqrt(12.0 * self.max_decryptions) * 2.0 ** (self.stat_security_bits / 2) * b_ct
 
     def sum_error_bound(self, clients: int, members: int, active: int, max_abs: float = 0.0) -> float:
         """Bound on |decoded − exact| for each real of the decrypted sum of ``clients``
@@ -322,13 +356,14 @@ class ThresholdParams(SlotGeometry):
     def describe(self) -> str:
         bits = "+".join(str(b) for b in self.coeff_bits)
         return (f"N={self.poly_degree}, primes {bits} bits, scale 2^{self.scale_bits}, "
-                f"{'two reals' if self.complex_packing else 'one real'} per slot, flooding s={self.stat_security_bits}"
-                f" tau={self.max_decryptions}")
+                f"{'two reals' if self.complex_packing else 'one real'} per slot, flooding"
+                f" {self.flooding.value} s={self.stat_security_bits} tau={self.max_decryptions}")
 
     def to_bytes(self) -> bytes:
         """Canonical encoding (part of the collective key's identity)."""
+        mode = 1 if self.flooding is Flooding.STATISTICAL else 0  # the formerly reserved field
         head = struct.pack("<IBBBIB", self.poly_degree, self.scale_bits, int(self.complex_packing),
-                           self.stat_security_bits, 0, len(self.coeff_bits))
+                           self.stat_security_bits, mode, len(self.coeff_bits))
         return (head + bytes(self.coeff_bits) + struct.pack(f"<{len(self.primes)}Q", *self.primes)
                 + struct.pack("<Q", self.max_decryptions))
 
@@ -338,15 +373,16 @@ class ThresholdParams(SlotGeometry):
         head = struct.Struct("<IBBBIB")
         if len(data) < head.size:
             raise MalformedMessageError("threshold parameters: truncated")
-        n, scale, cplx, sbits, reserved, count = head.unpack_from(data, 0)
+        n, scale, cplx, sbits, mode, count = head.unpack_from(data, 0)
         need = head.size + count + 8 * count + 8
-        if reserved or cplx > 1 or not 2 <= count <= 16 or len(data) < need:
+        if mode > 1 or cplx > 1 or not 2 <= count <= 16 or len(data) < need:
             raise MalformedMessageError("threshold parameters: malformed header")
         bits = tuple(data[head.size : head.size + count])
         primes = struct.unpack_from(f"<{count}Q", data, head.size + count)
         (tau,) = struct.unpack_from("<Q", data, head.size + 9 * count)
         try:
-            params = cls(n, bits, scale, bool(cplx), sbits, tau)
+            params = cls(n, bits, scale, bool(cplx), sbits, tau,
+                         Flooding.STATISTICAL if mode else Flooding.HEURISTIC)
         except ConfigError as exc:
             raise MalformedMessageError(f"threshold parameters refused: {exc}") from None
         if params.primes != tuple(primes):

@@ -25,6 +25,8 @@ class CkksThresholdOptions:
     the parameter set. ``stat_security_bits`` (>= 30) and ``max_decryptions`` (τ: ciphertexts
     decrypted under one key before it is regenerated) size the flooding noise; when given they
     override the parameter set's. ``clip_range``, ``max_weight``, ``input``: as for ``ckks``.
+    ``flooding``: ``heuristic`` (the ``standard`` preset's) or ``statistical`` (the ``statistical``
+    preset's; :class:`~secfl.crypto.threshold.Flooding` states each guarantee exactly).
     ``min_clients``: members decrypt only an aggregate of at least this many distinct, signed
     client uploads (1 would let the server have one client's update decrypted alone).
     """
@@ -40,6 +42,7 @@ class CkksThresholdOptions:
     max_weight: float = 1e4
     input: InputKind = InputKind.FLOAT
     min_clients: int = 2
+    flooding: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.min_clients, bool) or not isinstance(self.min_clients, int) or self.min_clients < 1:
@@ -70,7 +73,7 @@ class CkksThresholdOptions:
         object.__setattr__(self, "input", InputKind(self.input))
         if isinstance(self.params, Mapping):
             allowed = {"poly_degree", "coeff_bits", "scale_bits", "complex_packing", "stat_security_bits",
-                       "max_decryptions"}
+                       "max_decryptions", "flooding"}
             unknown = sorted(set(self.params) - allowed)
             if unknown:
                 raise ConfigError(f"ckks-threshold.params has unknown field(s) {unknown}; allowed: {sorted(allowed)}")
@@ -90,13 +93,14 @@ class CkksThresholdOptions:
     def resolved_params(self) -> ThresholdParams:
         base = self.params if self.params is not None else ThresholdParams.from_preset(self.preset)
         over = {k: v for k, v in (("scale_bits", self.scale_bits), ("stat_security_bits", self.stat_security_bits),
-                                  ("max_decryptions", self.max_decryptions)) if v is not None}
+                                  ("max_decryptions", self.max_decryptions), ("flooding", self.flooding))
+                if v is not None}
         if not over:
             return base
         fields: dict[str, Any] = {
             "poly_degree": base.poly_degree, "coeff_bits": base.coeff_bits, "scale_bits": base.scale_bits,
             "complex_packing": base.complex_packing, "stat_security_bits": base.stat_security_bits,
-            "max_decryptions": base.max_decryptions}
+            "max_decryptions": base.max_decryptions, "flooding": base.flooding}
         fields.update(over)
         return ThresholdParams(**fields)
 
