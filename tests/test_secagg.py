@@ -81,7 +81,7 @@ def test_exact_sum_without_dropouts():
     x, w = _data(10, 300, scale=2.0)
     r, out, _ = _run(x, w)
     assert out.included == tuple(range(10)) and out.dropped == ()
-    assert (r.k, r.t) == (8, 5)
+    assert (r.k, r.t) == (9, 5)  # from the threat model (γ = 0.2, δ = 0.1): the complete graph at n = 10
     _check(r, out, x, w)
 
 
@@ -230,7 +230,7 @@ def test_options_are_validated():
     with pytest.raises(InsecureParametersError, match="t ≥ 5"):
         make_protocol("secagg", threshold=4).open_round(RoundSpec(0, tuple(range(10)), 3), Network())
     with pytest.raises(ConfigError, match="exceeds"):
-        make_protocol("secagg", threshold=9).open_round(RoundSpec(0, tuple(range(10)), 3), Network())
+        make_protocol("secagg", threshold=10).open_round(RoundSpec(0, tuple(range(10)), 3), Network())
     with pytest.raises(ConfigError, match="at least 3 clients"):
         make_protocol("secagg").open_round(RoundSpec(0, (0, 1), 3), Network())
     with pytest.raises(ConfigError, match="neighbours"):

@@ -44,7 +44,7 @@ from secfl.protocols.parties import ClientParty, Party, Transport
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.results import ExperimentResult, RoundRecord
-from secfl.runtime.simulator import client_seed, protocol_options, single_thread
+from secfl.runtime.simulator import client_seed, protocol_options, protocol_report, single_thread
 
 __all__ = ["TRAIN_STAGE", "TrainDone", "Site", "FederationServer", "site_roles", "TimedTransport"]
 
@@ -291,7 +291,8 @@ class FederationServer:
             records.append(rec)
             if on_round is not None:
                 on_round(rec)
-        return ExperimentResult.build(cfg, records, model_vector=global_vec, dim=self.codec.dim,
+        return ExperimentResult.build(cfg, records, **protocol_report(self.protocol, records),
+                                      model_vector=global_vec, dim=self.codec.dim,
                                       dataset=self.data.name, client_sizes=self.sizes, device=str(self.device),
                                       engine="sites")
 

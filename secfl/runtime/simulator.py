@@ -64,6 +64,15 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def protocol_report(protocol: Any, records: Sequence[RoundRecord]) -> dict[str, Any]:
+    """``{"protocol_parameters": …}`` for results.json when the protocol derives parameters per
+    round size (secagg: its graph and failure probabilities), for the first round's size."""
+    report = getattr(getattr(protocol, "options", None), "graph_report", None)
+    if not callable(report) or not records or len(records[0].clients) < 3:
+        return {}
+    return {"protocol_parameters": report(len(records[0].clients))}
+
+
 def client_seed(seed: int, rnd: int, client: int) -> int:
     """The training seed of ``client`` in round ``rnd`` (minibatch order), from the experiment seed."""
     return int(np.random.SeedSequence([seed, rnd, client, 0x5EC]).generate_state(1, np.uint64)[0] >> np.uint64(1))
@@ -219,7 +228,8 @@ class Experiment:
             if pool is not None:
                 pool.shutdown()
         result = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim, dataset=data.name,
-                                        client_sizes=sizes, device=str(device))
+                                        client_sizes=sizes, device=str(device),
+                                        **protocol_report(protocol, records))
         if self._privacy is not None:
             result.final["delta"] = self._privacy.plan.delta
             result.meta["dp"] = self._privacy.summary()

@@ -7,6 +7,7 @@ exchanges of a :class:`~secfl.protocols.parties.Transport`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from secfl.crypto.sharing import SHAMIR_PRIME
 from secfl.errors import ConfigError, InsecureParametersError
 
 __all__ = ["STAGES", "SITE_STAGES", "ADVERTISE_KEYS", "SHARE_KEYS", "MASKED_INPUT", "UNMASK", "SecAggOptions",
-           "default_neighbours", "default_threshold", "harary_graph", "MAX_CLIENT_ID", "check_client_ids"]
+           "default_neighbours", "default_threshold", "harary_graph", "MAX_CLIENT_ID", "check_client_ids",
+           "derive_graph", "graph_risks"]
 
 #: stage names accepted in ``RoundSpec.dropouts``: clients listed go silent before that stage
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmask")
@@ -47,6 +49,77 @@ def default_neighbours(n: int) -> int:
 def default_threshold(k: int) -> int:
     """A strict majority of the neighbours: ``floor(k/2) + 1``."""
     return k // 2 + 1
+
+
+def _hyper_tail(population: int, marked: int, draws: int, at_least: int) -> float:
+    """P[X ≥ at_least] for X ~ Hypergeometric(population, marked, draws), exactly (big integers)."""
+    top = min(draws, marked)
+    if at_least > top:
+        return 0.0
+    num = sum(math.comb(marked, x) * math.comb(population - marked, draws - x) for x in range(at_least, top + 1))
+    return num / math.comb(population, draws)
+
+
+def _binom_tail(k: int, p: float, more_than: int) -> float:
+    """P[X > more_than] for X ~ Binomial(k, p)."""
+    return sum(math.comb(k, x) * p**x * (1 - p) ** (k - x) for x in range(more_than + 1, k + 1))
+
+
+def _log2(p: float) -> float:
+    return math.log2(p) if p > 0 else float("-inf")
+
+
+@functools.lru_cache(maxsize=256)
+def graph_risks(n: int, k: int, t: int, corrupt: float, dropout: float) -> dict[str, float]:
+    """log2 of the failure probabilities of a round of ``n`` clients on a k-regular ring graph
+    (:func:`harary_graph`) with threshold t, when a fraction ``corrupt`` of the clients colludes
+    with the server and a fraction ``dropout`` drops (union bounds, following Bell et al. 2020):
+
+    - ``exposure``: some honest client has at least t corrupt neighbours (they and the server
+      reconstruct its secrets): (n − γn)·P[Hyp(n−1, ⌈γn⌉, k) ≥ t]; −inf when γn < t on the
+      complete graph;
+    - ``disconnection``: the honest survivors' graph splits (the server then learns the partial
+      sums of the parts): two disjoint runs of ⌊k/2⌋ consecutive bad nodes on the random ring,
+      (n·(γ+δ)^⌊k/2⌋)²/2; 0 on the complete graph;
+    - ``abort``: some survivor keeps fewer than t live neighbours (the round fails):
+      n·P[Bin(k, δ) > k − t].
+    """
+    bad = math.ceil(corrupt * n)
+    exposure = (n - bad) * _hyper_tail(n - 1, bad, k, t)
+    if k >= n - 1:
+        disconnection = 0.0
+    else:
+        run = n * (corrupt + dropout) ** (k // 2)
+        disconnection = min(1.0, run * run / 2)
+    abort = min(1.0, n * _binom_tail(k, dropout, k - t))
+    return {"exposure": _log2(min(1.0, exposure)), "disconnection": _log2(disconnection), "abort": _log2(abort)}
+
+
+@functools.lru_cache(maxsize=256)
+def derive_graph(n: int, corrupt: float, dropout: float, security_bits: int, correctness_bits: int
+                 ) -> tuple[int, int]:
+    """The smallest degree k (then the smallest threshold t > k/2) whose exposure and
+    disconnection probabilities are at most 2^−security_bits and whose abort probability is at
+    most 2^−correctness_bits; the complete graph (k = n − 1, smallest secure t) when none is.
+    Raises :class:`InsecureParametersError` when even the complete graph cannot keep the
+    corrupt clients below the threshold."""
+    for k in range(2, n):
+        if (k * n) % 2:
+            continue
+        for t in range(k // 2 + 1, k + 1):
+            risk = graph_risks(n, k, t, corrupt, dropout)
+            if risk["exposure"] > -security_bits:
+                continue  # a larger t lowers the exposure
+            if risk["disconnection"] > -security_bits or risk["abort"] > -correctness_bits:
+                break  # a larger t only raises the abort probability: try a larger k
+            return k, t
+    k = n - 1 if (n * (n - 1)) % 2 == 0 else n - 2
+    for t in range(k // 2 + 1, k + 1):
+        if graph_risks(n, k, t, corrupt, dropout)["exposure"] <= -security_bits:
+            return k, t
+    raise InsecureParametersError(f"secagg: with {n} clients of which a fraction {corrupt} is corrupt, no threshold"
+                                  f" keeps every honest client's secrets safe (2^-{security_bits}); lower"
+                                  f" corrupt_fraction or add clients")
 
 
 def harary_graph(nodes: Iterable[int], k: int, prg: Prg | None = None) -> dict[int, frozenset[int]]:
@@ -96,6 +169,10 @@ class SecAggOptions:
 
     neighbours: int | None = None
     threshold: int | None = None
+    corrupt_fraction: float = 0.2
+    dropout_fraction: float = 0.1
+    security_bits: int = 40
+    correctness_bits: int = 20
     clip_range: float = 8.0
     bits: int | None = None
     modulus_bits: int = 32
@@ -111,17 +188,39 @@ class SecAggOptions:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"secagg.{name} must be None (automatic) or an integer >= 1, got {v!r}")
         check_quantization_options("secagg", self.clip_range, self.bits, self.modulus_bits, self.max_weight)
+        for name in ("corrupt_fraction", "dropout_fraction"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 0.5:
+                raise ConfigError(f"secagg.{name} must be a fraction in [0, 0.5), got {v!r}")
+        if self.corrupt_fraction + self.dropout_fraction >= 1:
+            raise ConfigError("secagg.corrupt_fraction + dropout_fraction must be below 1")
+        for name, lo in (("security_bits", 20), ("correctness_bits", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 128:
+                raise ConfigError(f"secagg.{name} must be an integer in [{lo}, 128], got {v!r}")
 
     def graph_parameters(self, n: int) -> tuple[int, int]:
-        """``(k, t)`` for a round of ``n`` clients, validated (errors name the option)."""
+        """``(k, t)`` for a round of ``n`` clients, validated (errors name the option): the given
+        ``neighbours`` / ``threshold``, else derived from the threat model (:func:`derive_graph`)."""
         if n < 3:
             raise ConfigError(f"secagg needs at least 3 clients (got {n}): with 2, each learns the other's update")
-        k = default_neighbours(n) if self.neighbours is None else self.neighbours
+        derived = None
+        if self.neighbours is None or self.threshold is None:
+            derived = derive_graph(n, float(self.corrupt_fraction), float(self.dropout_fraction),
+                                   self.security_bits, self.correctness_bits)
+        k = derived[0] if self.neighbours is None else self.neighbours  # type: ignore[index]
         if not 2 <= k <= n - 1:
             raise ConfigError(f"secagg.neighbours must be in [2, {n - 1}] for {n} clients, got {k}")
         if (k * n) % 2:
             raise ConfigError(f"secagg.neighbours = {k} with {n} clients: no k-regular graph (k·n is odd)")
-        t = default_threshold(k) if self.threshold is None else self.threshold
+        if self.threshold is not None:
+            t = self.threshold
+        elif derived is not None and self.neighbours is None:
+            t = derived[1]
+        else:  # k given: the smallest secure majority for it
+            t = next((t for t in range(k // 2 + 1, k + 1)
+                      if graph_risks(n, k, t, float(self.corrupt_fraction), float(self.dropout_fraction))["exposure"]
+                      <= -self.security_bits), k)
         if t > k:
             raise ConfigError(f"secagg.threshold = {t} exceeds the {k} neighbours that hold shares")
         if 2 * t <= k:
@@ -130,6 +229,15 @@ class SecAggOptions:
                 f"self-mask seed and its mask key from disjoint halves of its {k} neighbours; use t ≥ {k // 2 + 1}"
             )
         return k, t
+
+    def graph_report(self, n: int) -> dict[str, float | int | None]:
+        """What a round of ``n`` clients uses and risks: k, t, the threat model, and the log2
+        failure probabilities of :func:`graph_risks`."""
+        k, t = self.graph_parameters(n)
+        return {"neighbours": k, "threshold": t, "corrupt_fraction": float(self.corrupt_fraction),
+                "dropout_fraction": float(self.dropout_fraction),
+                **{f"log2_p_{name}": (v if math.isfinite(v) else None) for name, v in  # None: impossible
+                   graph_risks(n, k, t, float(self.corrupt_fraction), float(self.dropout_fraction)).items()}}
 
 
 
