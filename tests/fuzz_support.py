@@ -510,9 +510,10 @@ def identities(name: str) -> tuple[Any, Any]:
 
 
 def inputs(name: str, rnd: int) -> tuple[np.ndarray, np.ndarray]:
-    """Round ``rnd``'s updates (within ±0.9) and weights 1, 2, 3, ... (public max 4)."""
+    """Round ``rnd``'s updates (within ±0.9) and weights 1, 2, 3, ... (public max 4). The same in
+    every round, so that an example replayed on a reused federation meets the same values."""
     n = len(SETUPS[name].clients)
-    return np.random.default_rng([rnd, 12, 8]).uniform(-0.9, 0.9, (n, DIM)), np.arange(1.0, n + 1)
+    return np.random.default_rng([12, 8]).uniform(-0.9, 0.9, (n, DIM)), np.arange(1.0, n + 1)
 
 
 class Federation:

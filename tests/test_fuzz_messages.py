@@ -1,7 +1,7 @@
 """Fuzzing every message type and every stage (issue 12, item 8).
 
 Message mode: one valid instance of every :class:`~secfl.protocols.wire.Message` subclass
-(``fuzz_support.FACTORIES``; a new type without a factory fails), serialized, then mutated — bit
+(``fuzz_support.factories()``; a new type without a factory fails), serialized, then mutated — bit
 flips, truncation, extension, huge values over u32/u64 fields, off-by-n fields, swapped ranges,
 duplicated and replayed parts — with the CRC left alone, recomputed over the altered frame,
 or the payload (or a frame nested in it) framed again. Parsing may succeed or raise a
@@ -16,13 +16,20 @@ answered, and the mean stays within the coordinator's error bound of the weighte
 clients it says it includes. With a valid CRC a message can be changed undetectably (no MACs yet:
 issue 12, item 6), but the mean never leaves the clipping range plus its error bound.
 
-Budgets: the default run is small and derandomized (CI is reproducible); ``-m slow`` runs ten
-times as many examples.
+Findings the fuzzers made that need a fix outside the message parsers stay visible as strict
+xfail tests (``NOT_CANONICAL`` / ``KNOWN_UNCHECKED`` name the cases the fuzzers skip meanwhile).
+
+Budgets: the default run is small, with a fixed seed per case (CI is reproducible: the same
+examples every run); ``-m slow`` runs ten times as many. ``SECFL_FUZZ_SEED=n`` draws another
+fixed set, to explore. A case on a reused federation that fails may be reported as "flaky"
+(the replay meets a later round); its draws still name the mutation.
 """
 
 from __future__ import annotations
 
+import os
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -32,32 +39,51 @@ from fuzz_support import (
     CrcMode,
     Federation,
     MutatingTransport,
+    Overwrite,
     factories,
     honest_stages,
+    identities,
     memory_guard,
     message_classes,
     mutations,
     parse_deep,
+    protocol,
     tamper,
 )
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from secfl.errors import MalformedMessageError, SecFLError
+from secfl.errors import MalformedMessageError, ProtocolAbort, SecFLError
+from secfl.protocols.ckks.messages import CkksReveal
+from secfl.protocols.network import server_id
+from secfl.protocols.parties import RoundRequest, Transport
 from secfl.protocols.wire import Message
+from secfl.runtime.flower.site import RunFinish
 
 MESSAGE_EXAMPLES = 30  # per message type
 STAGE_EXAMPLES = 4  # per (protocol, stage) on a federation that is reused round after round
 FRESH_EXAMPLES = 2  # per (protocol, setup stage): a new federation (key generation) every example
 SLOW = 10  # the slow budget: this many times the default
 
+#: message types that accept more than one encoding of the same value (see the xfail tests below)
+NOT_CANONICAL: set[str] = set()
+
+#: (protocol, stage, direction) whose valid-CRC tampering is known to move the mean out of range; each
+#: has a strict xfail test below that starts passing when it is fixed (then remove the entry)
+KNOWN_UNCHECKED: set[tuple[str, str, str]] = set()
+
+#: (protocol, stage, direction) where tampering is known to raise an untyped exception, and which;
+#: each has a strict xfail test below (remove the entry once it passes)
+KNOWN_UNTYPED: dict[tuple[str, str, str], type[BaseException]] = {}
+
 SCALES = [pytest.param(1, id="ci"), pytest.param(SLOW, id="long", marks=pytest.mark.slow)]
 
 
 def _case_seed(case: str) -> int:
     """A fixed seed per case: reproducible like ``derandomize``, but the cases of one
-    parametrized test do not all draw the same examples."""
-    return zlib.crc32(case.encode())
+    parametrized test do not all draw the same examples. ``SECFL_FUZZ_SEED`` (default 0) picks
+    another fixed set of examples, to explore beyond CI's."""
+    return zlib.crc32(f"{os.environ.get('SECFL_FUZZ_SEED', '0')}/{case}".encode())
 
 
 def _settings(examples: int) -> settings:
@@ -88,7 +114,8 @@ def _check_parse(cls: type[Message], original: bytes, data: bytes, mode: CrcMode
             return
     if mode is CrcMode.KEEP:
         assert data == original, "an altered frame parsed with its original CRC"
-    assert msg.to_bytes() == data, "parsed, but does not re-encode to the same bytes (not strict)"
+    if cls.__name__ not in NOT_CANONICAL:
+        assert msg.to_bytes() == data, "parsed, but does not re-encode to the same bytes (not strict)"
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -105,7 +132,7 @@ def test_mutated_message_parses_or_raises_a_typed_error(cls, scale):
     check()
 
 
-def test_crc_is_checked_before_anything_else():
+def test_one_flipped_bit_anywhere_is_refused():
     """A valid frame with one bit flipped anywhere (header, payload or CRC) is refused, naming
     the checksum or the field that no longer fits."""
     for cls in message_classes():
@@ -192,9 +219,68 @@ def _check_round(fed: Federation, mt: MutatingTransport, mode: CrcMode, rnd: int
     if strict:
         err = float(np.abs(out.mean - fed.reference(rnd, out.included)).max())
         assert err <= bound, f"tampered {mt.direction} moved the mean by {err:.3g} > bound {bound:.3g}"
-    else:
+    elif (fed.name, mt.stage, mt.direction) not in KNOWN_UNCHECKED:
+        # the reported bound may itself have been tampered with (CKKS_REVEAL carries it): at most 1e-3
         peak = float(np.abs(out.mean).max())
-        assert peak <= (fed.setup.clip + bound) * (1 + 1e-9), f"mean {peak:.6g} beyond the clipping range"
+        limit = (fed.setup.clip + min(bound, 1e-3)) * (1 + 1e-9)
+        assert peak <= limit, f"tampered {mt.direction}: mean {peak:.6g} beyond the clipping range"
+
+
+# -- findings kept visible ---------------------------------------------------------------------------
+
+
+class _RevealRewriter(Transport):
+    """Rewrites the key holder's CKKS_REVEAL: the same round, sender, set and bound (a valid frame,
+    as an on-path attacker without TLS, or a faulty key holder, would send), another mean."""
+
+    def __init__(self, inner: Transport, mean: np.ndarray) -> None:
+        self.inner, self.mean = inner, mean
+
+    @property
+    def failures(self):  # type: ignore[override]
+        return self.inner.failures
+
+    def exchange(self, stage, requests):
+        replies = self.inner.exchange(stage, requests)
+        if stage == "ckks.reveal":
+            replies = {pid: replace(CkksReveal.from_bytes(data), mean=self.mean).to_bytes()
+                       for pid, data in replies.items()}
+        return replies
+
+
+def test_ckks_coordinator_refuses_a_revealed_mean_beyond_the_clipping_range():
+    fed = Federation("ckks")
+    try:
+        _, out = fed.run_round(lambda t: _RevealRewriter(t, np.full(DIM, 4.8e278)))
+    except ProtocolAbort:
+        return
+    finally:
+        fed.close()
+    assert np.abs(out.mean).max() <= fed.setup.clip, "the coordinator applied a mean of 4.8e278"
+
+
+def test_additive_aggregator_refuses_an_update_length_it_cannot_hold():
+    keys, roster = identities("additive")
+    aggregator = protocol("additive").party(server_id(1), identity=keys[server_id(1)], roster=roster)
+    request = RoundRequest(0, server_id(0), np.asarray(SETUPS["additive"].clients, dtype=np.uint32), 2**34)
+    with memory_guard():
+        try:
+            aggregator.handle("additive.keys", request.to_bytes())
+        except SecFLError:
+            pass
+
+
+def test_run_finish_reason_that_is_not_utf8_is_refused():
+    data = RunFinish(0, server_id(0), 1, "site id taken").to_bytes()
+    bad = tamper(data, Overwrite(1 + 8, 1, 0x80, aligned=False), CrcMode.REFRAME)
+    try:
+        msg = RunFinish.from_bytes(bad)
+    except MalformedMessageError:
+        return
+    assert msg.to_bytes() == bad, f"RUN_FINISH accepted a reason that is not UTF-8: {msg.reason!r}"
+
+
+# -- stage mode: the fuzzer ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -220,11 +306,12 @@ def test_tampered_stage_costs_only_its_sender(name, stage, fresh, scale, session
                 change=lambda b: tamper(b, mutation, mode, nested)))
             return made[-1]
 
+        known = KNOWN_UNTYPED.get((name, stage, direction), SecFLError)
         rnd, out = fed.next_round, None
         try:
             with memory_guard():
                 rnd, out = fed.run_round(wrap)
-        except SecFLError:
+        except (SecFLError, known):
             if not fresh:
                 sessions.reset(name)
         finally:

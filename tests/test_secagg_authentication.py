@@ -84,7 +84,7 @@ def test_a_roster_without_signatures_is_refused_when_the_federation_has_identiti
     proto = make_protocol("secagg", max_weight=1.0)
     _, roster = new_identities(range(N))
     parties = {c: proto.party(c, roster=roster) for c in range(N)}  # nobody signs (no identity key)
-    for c, p in parties.items():
+    for p in parties.values():
         p.set_input(0, np.zeros(D), 1.0)
     transport = LocalTransport(Network(), parties)
     with pytest.raises(InsufficientQuorumError):

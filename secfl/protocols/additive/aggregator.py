@@ -61,6 +61,10 @@ __all__ = ["AdditiveAggregator", "COORDINATOR"]
 COORDINATOR = server_id(0)
 
 
+#: the longest update an aggregation server sums (2^28 parameters: a 2 GiB running sum)
+MAX_DIM = 1 << 28
+
+
 class AdditiveAggregator(Party):
     """Aggregation server ``index``: holds only its own round key and what was sealed to it."""
 
@@ -94,6 +98,9 @@ class AdditiveAggregator(Party):
                    encoder: WeightedEncoder | DPEncoder | None = None) -> None:
         """Start round ``rnd`` (forgetting any earlier one); refuses an overflowing configuration."""
         check_client_ids(sorted(participants))
+        if not 1 <= dim <= MAX_DIM:
+            raise MalformedMessageError(f"aggregation server {self.index}: update length {dim} outside [1, {MAX_DIM}]"
+                                        f" (a running sum of that size would not fit in memory)")
         enc = round_encoder(self._opt, len(participants), self._dp) if encoder is None else encoder
         self.round = rnd
         self.participants = frozenset(participants)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from secfl.crypto.encoding import check_within_clip
 from secfl.errors import InsufficientQuorumError, MalformedMessageError, ProtocolAbort
 from secfl.protocols.base import Revealed, RoundSpec
 from secfl.protocols.ckks.client import KEY_HOLDER
@@ -35,6 +36,7 @@ from secfl.protocols.ckks.messages import (
 )
 from secfl.protocols.ckks.options import CkksOptions
 from secfl.protocols.ckks.server import SERVER, CkksServer
+from secfl.protocols.ckks_encoding import InputKind
 from secfl.protocols.parties import Coordinator, RoundRequest, Transport
 
 __all__ = ["CkksCoordinator", "STAGES"]
@@ -118,5 +120,7 @@ class CkksCoordinator(Coordinator):
         if set(included) != self.server.accepted or out.mean.size != spec.dim:
             raise ProtocolAbort(f"round {rnd}: the key holder revealed another set or length than aggregated")
         self.error_bound = out.error_bound
+        if self.options.input is not InputKind.QUANTIZED:  # the key holder's mean is checked like every other
+            check_within_clip(out.mean, float(self.options.clip_range), float(out.error_bound))
         dropped = tuple(sorted(participants - set(included)))
         return Revealed(np.array(out.mean), out.total_weight, included, dropped)

@@ -98,7 +98,10 @@ class RunFinish(Message):
     @classmethod
     def _read(cls, r: Reader, round: int, sender: int) -> RunFinish:
         status = r.u8()
-        return cls(round, sender, status, r.blob(_MAX_TEXT).decode(errors="replace"))
+        try:
+            return cls(round, sender, status, r.blob(_MAX_TEXT).decode())
+        except UnicodeDecodeError:
+            raise MalformedMessageError("RUN_FINISH: the reason is not UTF-8") from None
 
 
 class SiteProgram:
