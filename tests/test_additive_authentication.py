@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from relay_support import Relay
 
 from secfl.crypto.identity import new_identities
 from secfl.crypto.keys import PrivateKey
@@ -17,9 +18,10 @@ from secfl.errors import ProtocolAbort, SecFLError
 from secfl.protocols import RoundSpec, make_protocol
 from secfl.protocols.additive.messages import AddServerKey, AddUploadRequest
 from secfl.protocols.network import Network, server_id
-from secfl.protocols.parties import LocalTransport, Transport
+from secfl.protocols.parties import LocalTransport
 
 CLIENTS, D = (0, 1, 2), 30
+EVIL = PrivateKey.generate()  # the coordinator's own key
 
 
 def _federation():
@@ -33,25 +35,12 @@ def _federation():
     return proto, parties, xs
 
 
-class _SwapServerKey(Transport):
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.evil = PrivateKey.generate()
-
-    @property
-    def failures(self):  # type: ignore[override]
-        return self.inner.failures
-
-    def exchange(self, stage, requests):
-        if stage == "additive.upload":
-            requests = {pid: self._swap(data) for pid, data in requests.items()}
-        return self.inner.exchange(stage, requests)
-
-    def _swap(self, data: bytes) -> bytes:
-        msg = AddUploadRequest.from_bytes(data)
-        one = AddServerKey.from_bytes(msg.server_keys[1])
-        forged = replace(one, public_key=self.evil.public_key.raw).to_bytes()
-        return replace(msg, server_keys=(msg.server_keys[0], forged, *msg.server_keys[2:])).to_bytes()
+def _swap_server_key(_pid: int, data: bytes) -> bytes:
+    """Server 1's key in the upload request becomes the coordinator's own (re-framed)."""
+    msg = AddUploadRequest.from_bytes(data)
+    one = AddServerKey.from_bytes(msg.server_keys[1])
+    forged = replace(one, public_key=EVIL.public_key.raw).to_bytes()
+    return replace(msg, server_keys=(msg.server_keys[0], forged, *msg.server_keys[2:])).to_bytes()
 
 
 def test_the_honest_round_passes_with_signatures():
@@ -63,34 +52,24 @@ def test_the_honest_round_passes_with_signatures():
 
 def test_a_coordinator_swapping_a_server_key_gets_no_share():
     proto, parties, _ = _federation()
-    relay = _SwapServerKey(LocalTransport(Network(), parties))
+    relay = Relay(LocalTransport(Network(), parties), "additive.upload", on_request=_swap_server_key)
     with pytest.raises((ProtocolAbort, SecFLError)):
         proto.coordinator().run_round(RoundSpec(0, CLIENTS, D), relay)
     assert all("AuthenticationError" in relay.failures[c] for c in CLIENTS), relay.failures
 
 
-class _TamperPartialSum(Transport):
-    """Moves server 1's partial sum (CRC recomputed: a fresh, valid frame)."""
+def _move_partial_sum(pid: int, data: bytes) -> bytes:
+    """Moves server 1's partial sum by half the ring (re-framed: the CRC is valid)."""
+    from secfl.crypto.ring import Ring
+    from secfl.protocols.additive.messages import AddPartialSum
 
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-
-    @property
-    def failures(self):  # type: ignore[override]
-        return self.inner.failures
-
-    def exchange(self, stage, requests):
-        from secfl.crypto.ring import Ring
-        from secfl.protocols.additive.messages import AddPartialSum
-
-        got = self.inner.exchange(stage, requests)
-        if stage == "additive.reveal" and server_id(1) in got:
-            msg = AddPartialSum.from_bytes(got[server_id(1)])
-            ring = Ring(msg.modulus_bits)
-            values = ring.unpack(msg.packed, msg.length).copy()
-            values[0] = (int(values[0]) + (1 << (msg.modulus_bits - 1))) % (1 << msg.modulus_bits)
-            got[server_id(1)] = replace(msg, packed=ring.pack(values)).to_bytes()
-        return got
+    if pid != server_id(1):
+        return data
+    msg = AddPartialSum.from_bytes(data)
+    ring = Ring(msg.modulus_bits)
+    values = ring.unpack(msg.packed, msg.length).copy()
+    values[0] = (int(values[0]) + (1 << (msg.modulus_bits - 1))) % (1 << msg.modulus_bits)
+    return replace(msg, packed=ring.pack(values)).to_bytes()
 
 
 def test_a_tampered_partial_sum_fails_the_sanity_check_on_the_mean():
@@ -98,7 +77,8 @@ def test_a_tampered_partial_sum_fails_the_sanity_check_on_the_mean():
 
     proto, parties, _ = _federation()
     with pytest.raises(ProtocolAbort, match="beyond the clipping range"):
-        proto.coordinator().run_round(RoundSpec(0, CLIENTS, D), _TamperPartialSum(LocalTransport(Network(), parties)))
+        proto.coordinator().run_round(RoundSpec(0, CLIENTS, D), Relay(LocalTransport(Network(), parties),
+                                                                        "additive.reveal", on_reply=_move_partial_sum))
 
 
 def test_the_sanity_check_bounds():

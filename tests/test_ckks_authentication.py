@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from relay_support import Relay
 
 from secfl.crypto.identity import new_identities
 from secfl.crypto.keys import PrivateKey
@@ -22,7 +23,7 @@ from secfl.protocols import RoundSpec, make_protocol
 from secfl.protocols.ckks.client import KEY_HOLDER
 from secfl.protocols.ckks.messages import CkksKeyRequest, CkksUploadRequest
 from secfl.protocols.network import Network
-from secfl.protocols.parties import LocalTransport, Transport
+from secfl.protocols.parties import LocalTransport
 
 CLIENTS, D = (0, 1, 2), 40
 
@@ -38,20 +39,6 @@ def _federation():
     return proto, parties, xs
 
 
-class _Relay(Transport):
-    def __init__(self, inner: Transport, stage: str, rewrite) -> None:
-        self.inner, self.stage, self.rewrite = inner, stage, rewrite
-
-    @property
-    def failures(self):  # type: ignore[override]
-        return self.inner.failures
-
-    def exchange(self, stage, requests):
-        if stage == self.stage:
-            requests = {pid: self.rewrite(data) for pid, data in requests.items()}
-        return self.inner.exchange(stage, requests)
-
-
 def test_the_honest_round_passes_with_signatures():
     proto, parties, xs = _federation()
     coord = proto.coordinator()
@@ -63,11 +50,11 @@ def test_a_relay_swapping_hello_keys_is_sealed_nothing():
     proto, parties, _ = _federation()
     evil = PrivateKey.generate().public_key.raw
 
-    def swap(data: bytes) -> bytes:
+    def swap(_pid: int, data: bytes) -> bytes:
         msg = CkksKeyRequest.from_bytes(data)
         return replace(msg, hellos=(evil,) * len(msg.hellos)).to_bytes()
 
-    relay = _Relay(LocalTransport(Network(), parties), "ckks.keys", swap)
+    relay = Relay(LocalTransport(Network(), parties), "ckks.keys", on_request=swap)
     coord = proto.coordinator()
     with pytest.raises((ProtocolAbort, InsufficientQuorumError)):
         coord.run_round(RoundSpec(0, CLIENTS, D), relay)
@@ -77,11 +64,11 @@ def test_a_relay_swapping_hello_keys_is_sealed_nothing():
 def test_a_client_refuses_a_context_sealed_by_anyone_but_the_key_holder():
     proto, parties, _ = _federation()
 
-    def reseal(data: bytes) -> bytes:  # the relay's own one-time key in place of the key holder's
+    def reseal(_pid: int, data: bytes) -> bytes:  # the relay's own one-time key in place of the key holder's
         msg = CkksUploadRequest.from_bytes(data)
         return replace(msg, holder_key=PrivateKey.generate().public_key.raw).to_bytes() if msg.sealed else data
 
-    relay = _Relay(LocalTransport(Network(), parties), "ckks.upload", reseal)
+    relay = Relay(LocalTransport(Network(), parties), "ckks.upload", on_request=reseal)
     coord = proto.coordinator()
     with pytest.raises((ProtocolAbort, InsufficientQuorumError)):
         coord.run_round(RoundSpec(0, CLIENTS, D), relay)

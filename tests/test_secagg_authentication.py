@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from relay_support import Relay
 
 from secfl.crypto.identity import IdentityKey, new_identities
 from secfl.crypto.keys import PrivateKey
 from secfl.errors import InsufficientQuorumError
 from secfl.protocols import RoundSpec, make_protocol
 from secfl.protocols.network import Network
-from secfl.protocols.parties import LocalTransport, Transport
+from secfl.protocols.parties import LocalTransport
 from secfl.protocols.secagg.messages import SaKeyRoster, advertise_signed
 
 N, D = 8, 50
@@ -35,30 +36,21 @@ def _federation(proto, roster_for=None):
     return parties, xs
 
 
-class _SwappingRelay(Transport):
-    def __init__(self, inner: Transport, resign: bool) -> None:
-        self.inner, self.resign = inner, resign
-        self.c, self.s = PrivateKey.generate(), PrivateKey.generate()
-        self.identity = IdentityKey.generate()  # not in the roster
+def _swap_keys(resign: bool):
+    """Every neighbour's keys in SA_KEY_ROSTER become the relay's own (re-signed with an identity
+    key that is not in the roster, or with the old signatures kept)."""
+    c, s_key, identity = PrivateKey.generate(), PrivateKey.generate(), IdentityKey.generate()
+    pair = c.public_key.raw + s_key.public_key.raw
 
-    @property
-    def failures(self):  # type: ignore[override]
-        return self.inner.failures
-
-    def exchange(self, stage, requests):
-        if stage == "secagg.share_keys":
-            requests = {pid: self._swap(data) for pid, data in requests.items()}
-        return self.inner.exchange(stage, requests)
-
-    def _swap(self, data: bytes) -> bytes:
+    def swap(_pid: int, data: bytes) -> bytes:
         msg = SaKeyRoster.from_bytes(data)
-        pair = self.c.public_key.raw + self.s.public_key.raw
         sigs = msg.signatures
-        if self.resign:
-            sigs = b"".join(self.identity.sign(advertise_signed(msg.round, v, pair[:32], pair[32:]))
-                            for v in msg.neighbours)
+        if resign:
+            sigs = b"".join(identity.sign(advertise_signed(msg.round, v, pair[:32], pair[32:])) for v in msg.neighbours)
         return SaKeyRoster(msg.round, msg.sender, msg.threshold, msg.neighbours, pair * len(msg.neighbours),
                            sigs).to_bytes()
+
+    return swap
 
 
 def test_the_honest_round_passes_with_signatures():
@@ -74,7 +66,7 @@ def test_the_honest_round_passes_with_signatures():
 def test_a_relay_swapping_neighbour_keys_is_detected_and_the_round_aborts(resign):
     proto = make_protocol("secagg", max_weight=1.0)
     parties, _ = _federation(proto)
-    relay = _SwappingRelay(LocalTransport(Network(), parties), resign)
+    relay = Relay(LocalTransport(Network(), parties), "secagg.share_keys", on_request=_swap_keys(resign))
     with pytest.raises(InsufficientQuorumError):
         proto.coordinator().run_round(RoundSpec(0, tuple(range(N)), D), relay)
     assert all("AuthenticationError" in relay.failures[c] for c in range(N)), relay.failures

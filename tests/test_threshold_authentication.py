@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from relay_support import Relay
 
 from secfl.crypto.identity import IdentityKey, new_identities, signed_bytes
 from secfl.crypto.keys import PrivateKey
@@ -26,7 +27,7 @@ from secfl.protocols import RoundSpec, make_protocol
 from secfl.protocols.ckks_threshold import ThrRoster
 from secfl.protocols.ckks_threshold.messages import ThrCollectiveKey, hello_signed
 from secfl.protocols.network import Network, member_id, server_id
-from secfl.protocols.parties import LocalTransport, Transport
+from secfl.protocols.parties import LocalTransport
 
 DIM, CLIENTS, N = 64, (0, 1, 2, 3), 3
 
@@ -44,39 +45,26 @@ def _inputs(parties, rnd):
         parties[c].set_input(rnd, rng.uniform(-1, 1, DIM), 100.0)
 
 
-class _SwappingRelay(Transport):
-    """Rewrites every THR_ROSTER: each other member's X25519 key becomes the relay's own."""
+def _swap_roster(resign: bool):
+    """Every THR_ROSTER: each other member's X25519 key becomes the relay's own."""
+    evil, evil_identity = PrivateKey.generate(), IdentityKey.generate()  # the identity is not in the roster
 
-    def __init__(self, inner: Transport, resign: bool) -> None:
-        self.inner, self.resign = inner, resign
-        self.evil = PrivateKey.generate()
-        self.evil_identity = IdentityKey.generate()  # not in the roster
-        self.rewritten = 0
-
-    @property
-    def failures(self):  # type: ignore[override]
-        return self.inner.failures
-
-    def exchange(self, stage, requests):
-        if stage == "thr.deal":
-            requests = {pid: self._swap(pid, data) for pid, data in requests.items()}
-        return self.inner.exchange(stage, requests)
-
-    def _swap(self, pid: int, data: bytes) -> bytes:
+    def swap(pid: int, data: bytes) -> bytes:
         msg = ThrRoster.from_bytes(data)
         me = pid - member_id(0)
         keys, sigs = bytearray(msg.public_keys), bytearray(msg.signatures)
         for i, j in enumerate(msg.members):
             if j == me:
                 continue
-            keys[32 * i : 32 * (i + 1)] = self.evil.public_key.raw
-            if self.resign:
+            keys[32 * i : 32 * (i + 1)] = evil.public_key.raw
+            if resign:
                 nonce = msg.nonces[32 * i : 32 * (i + 1)]
-                sigs[64 * i : 64 * (i + 1)] = self.evil_identity.sign(
-                    hello_signed(msg.epoch, j, msg.params, self.evil.public_key.raw, nonce))
-        self.rewritten += 1
+                sigs[64 * i : 64 * (i + 1)] = evil_identity.sign(
+                    hello_signed(msg.epoch, j, msg.params, evil.public_key.raw, nonce))
         return ThrRoster(msg.round, msg.sender, msg.epoch, msg.threshold, msg.params, msg.members, bytes(keys),
                          msg.nonces, bytes(sigs)).to_bytes()  # a fresh, valid frame (CRC recomputed)
+
+    return swap
 
 
 @pytest.mark.parametrize("resign", [False, True])
@@ -85,7 +73,7 @@ def test_a_relay_swapping_the_roster_keys_is_detected_and_the_round_aborts(resig
     coord = proto.coordinator()
     parties, _ = _federation(proto)
     _inputs(parties, 0)
-    relay = _SwappingRelay(LocalTransport(Network(), parties), resign)
+    relay = Relay(LocalTransport(Network(), parties), "thr.deal", on_request=_swap_roster(resign))
     with pytest.raises(InsufficientQuorumError):
         coord.run_round(RoundSpec(0, CLIENTS, DIM), relay)
     assert relay.rewritten == N
@@ -164,27 +152,16 @@ def test_a_site_whose_identity_is_not_the_rosters_is_refused():
 
 # -- item 3: members decrypt only real aggregates ---------------------------------------------------
 
-class _CraftingServer(Transport):
+def _crafting(craft):
     """Rewrites the aggregate in every THR_ACTIVE_SET the members receive (``craft(msg) -> msg``)."""
+    from secfl.protocols.ckks_threshold.messages import ThrActiveSet, ThrPartialRequest
 
-    def __init__(self, inner: Transport, craft) -> None:
-        self.inner, self.craft = inner, craft
-
-    @property
-    def failures(self):  # type: ignore[override]
-        return self.inner.failures
-
-    def exchange(self, stage, requests):
-        if stage == "thr.partial":
-            requests = {pid: self._rewrite(data) for pid, data in requests.items()}
-        return self.inner.exchange(stage, requests)
-
-    def _rewrite(self, data: bytes) -> bytes:
-        from secfl.protocols.ckks_threshold.messages import ThrActiveSet, ThrPartialRequest
-
+    def rewrite(_pid: int, data: bytes) -> bytes:
         req = ThrPartialRequest.from_bytes(data)
-        msg = self.craft(ThrActiveSet.from_bytes(req.active_set))
+        msg = craft(ThrActiveSet.from_bytes(req.active_set))
         return ThrPartialRequest(req.round, req.sender, req.clients, msg.to_bytes()).to_bytes()
+
+    return rewrite
 
 
 def _with_c1(msg, c1_polys, params):
@@ -202,7 +179,8 @@ def _crafted_round(craft):
     coord = proto.coordinator()
     parties, _ = _federation(proto)
     _inputs(parties, 0)
-    relay = _CraftingServer(LocalTransport(Network(), parties), lambda msg: craft(msg, proto.params))
+    relay = Relay(LocalTransport(Network(), parties), "thr.partial",
+                  on_request=_crafting(lambda msg: craft(msg, proto.params)))
     with pytest.raises(InsufficientQuorumError):
         coord.run_round(RoundSpec(0, CLIENTS, DIM), relay)
     return [relay.failures[member_id(j)] for j in range(N) if member_id(j) in relay.failures]
