@@ -165,8 +165,9 @@ def cmd_deploy_node_key(args: argparse.Namespace) -> int:
 def cmd_deploy_identity(args: argparse.Namespace) -> int:
     from secfl.runtime.flower.certs import write_identity
 
-    priv, pub = write_identity(args.dir, args.site, overwrite=args.overwrite)
-    print(f"wrote {priv} (keep it at site {args.site}) and {pub} (public: it goes into the roster)")
+    priv, pub = write_identity(args.dir, None if args.server else args.site, overwrite=args.overwrite)
+    where = "the server" if args.server else f"site {args.site}"
+    print(f"wrote {priv} (keep it at {where}) and {pub} (public: it goes into the roster)")
     return 0
 
 
@@ -190,7 +191,8 @@ def cmd_deploy_server(args: argparse.Namespace) -> int:
 
     out = deploy_server(args.config, args.address, args.certs, args.out, stage_timeout=args.stage_timeout,
                         train_timeout=args.train_timeout, join_timeout=args.join_timeout, record=args.record,
-                        authorized_keys=args.authorized_keys, on_round=on_round)
+                        authorized_keys=args.authorized_keys, identity=args.identity, roster=args.roster,
+                        on_round=on_round)
     final = json.loads((out / "results.json").read_text())["final"]
     print(f"final accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f} after {final['rounds']} rounds;"
           f" results in {out}/")
@@ -406,12 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--site", required=True, type=int, help="the site id the key is for")
     d.add_argument("--overwrite", action="store_true", help="replace existing files")
     d.set_defaults(func=cmd_deploy_node_key)
-    d = dsub.add_parser("identity", help="write a site's identity key (site-K.identity, site-K.identity.pub)")
+    d = dsub.add_parser("identity", help="write a site's identity key (site-K.identity, site-K.identity.pub)"
+                                         " or the server's (--server)")
     d.add_argument("dir", help="output directory")
-    d.add_argument("--site", required=True, type=int, help="the site id the key is for")
+    who = d.add_mutually_exclusive_group(required=True)
+    who.add_argument("--site", type=int, help="the site id the key is for")
+    who.add_argument("--server", action="store_true", help="the server's key (server.identity)")
     d.add_argument("--overwrite", action="store_true", help="replace existing files")
     d.set_defaults(func=cmd_deploy_identity)
-    d = dsub.add_parser("roster", help="collect the site-K.identity.pub files of DIR into the federation roster")
+    d = dsub.add_parser("roster", help="collect the site-K.identity.pub and server.identity.pub files of DIR into"
+                                       " the federation roster")
     d.add_argument("dir", help="directory with the public identity keys")
     d.add_argument("--out", default=None, help="roster file (default DIR/roster.toml)")
     d.set_defaults(func=cmd_deploy_roster)
@@ -427,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--authorized-keys", default=None,
                    help="directory of site-K.pub files: turn on Flower's node authentication (each key plays"
                         " only its own site)")
+    d.add_argument("--identity", default=None, help="the server's identity key (server.identity): it signs every"
+                                                     " request; required with --roster")
+    d.add_argument("--roster", default=None, help="the federation roster (roster.toml): every site's replies are"
+                                                   " checked against it")
     d.add_argument("--quiet", action="store_true", help="no per-round table")
     d.set_defaults(func=cmd_deploy_server)
     d = dsub.add_parser("client", help="run one site until the server ends the run")
@@ -437,8 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", default=None, help="refuse to run any other protocol than this one")
     d.add_argument("--auth-key", default=None, help="this site's node-authentication key (site-K.key), when the"
                                                      " server requires node authentication")
-    d.add_argument("--identity", default=None, help="this site's identity key (site-K.identity): ckks-threshold"
-                                                     " members sign with it")
+    d.add_argument("--identity", default=None, help="this site's identity key (site-K.identity): the site signs"
+                                                     " its replies and key advertisements with it")
     d.add_argument("--roster", default=None, help="the federation roster (roster.toml): every site's public"
                                                    " identity key")
     d.add_argument("--connect-timeout", type=float, default=60.0,

@@ -58,6 +58,7 @@ class Deployment:
         if not (self.ids / "roster.toml").exists():
             for k in range(IDENTITIES):
                 write_identity(self.ids, k)
+            write_identity(self.ids, None)  # the server's: it signs every request
             write_roster(self.ids)
 
     @property
@@ -73,13 +74,14 @@ class Deployment:
         self.procs.append(proc)
         return proc
 
-    def server(self, config: dict[str, Any], *extra: str, stage_timeout: float = 30.0) -> Proc:
+    def server(self, config: dict[str, Any], *extra: str, stage_timeout: float = 30.0, identity: bool = True) -> Proc:
         path = self.root / "exp.toml"
         path.write_text(dump_toml(config))
+        ids = ["--identity", str(self.ids / "server.identity"), "--roster", str(self.ids / "roster.toml")]
         return self.start("server", secfl_cmd("deploy", "server", str(path), "--address", self.address, "--certs",
                                               str(self.certs), "--out", str(self.out), "--quiet",
                                               "--stage-timeout", str(stage_timeout), "--train-timeout", "60",
-                                              "--join-timeout", "90", *extra))
+                                              "--join-timeout", "90", *(ids if identity else []), *extra))
 
     def client(self, site: int, *extra: str, name: str | None = None, certs: Path | None = None,
                address: str | None = None, connect_timeout: float = 60.0, identity: bool = True) -> Proc:

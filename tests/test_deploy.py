@@ -80,8 +80,11 @@ def test_the_audit_check_finds_a_deliberate_leak(tmp_path):
     secret = CkksSecretContext.generate().to_bytes(include_secret_key=True)
     append(path, True, 0, "ckks.upload", b"SF" + secret[:40])  # a secret context inside some payload
     append(path, False, 1, "ckks.upload", CkksSecretContextMessage(0, 7, secret).to_bytes())
+    # the same message inside a signed envelope (what a deployment records) is found too
+    append(path, False, 2, "ckks.upload", CkksSecretContextMessage(0, 7, secret).to_bytes() + bytes(84))
     problems = audit(read_record(path), "ckks")
-    assert len(problems) == 3 and "secret context" in problems[0]
+    assert len(problems) == 5 and "secret context" in problems[0]
+    assert all("CKKS_SECRET_CONTEXT" in p for p in problems[2::2]) and "party 2" in problems[4]
 
 
 def _audit_record(dep, protocol):
@@ -90,6 +93,10 @@ def _audit_record(dep, protocol):
     records = read_record(dep.root / "record.bin")
     assert {r.stage for r in records} >= {"fl.hello", "fl.train"} and len(records) > 20
     assert audit(records, protocol) == []
+    # the audit read every message (each behind its signed envelope), so it had something to check
+    from secfl.runtime.flower.audit import _frame_type
+
+    assert all(_frame_type(r.data) is not None for r in records)
 
 
 @pytest.mark.parametrize("protocol", ["ckks", "ckks-threshold"])

@@ -6,39 +6,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from secfl.crypto.identity import new_identities
 from secfl.errors import ConfigError
+from secfl.protocols.envelope import ENVELOPE_BYTES
 from secfl.protocols.network import Network, server_id
-from secfl.protocols.parties import LocalTransport, Party
 from secfl.protocols.wire import Frame, MsgType
 from secfl.runtime.config import ExperimentConfig
-from secfl.runtime.federation import FederationServer, Site
+from secfl.runtime.federation import FederationServer, Site, local_federation
 from secfl.runtime.simulator import Experiment
 
 TINY = {"clients": 3, "rounds": 2, "data": {"name": "synthetic", "synthetic_samples": 240},
         "train": {"epochs": 1, "batch_size": 16}}
 
 
-class _Bound(Party):
-    def __init__(self, site: Site, pid: int) -> None:
-        self.site, self.party_id = site, pid
-
-    def handle(self, stage: str, request: bytes) -> bytes:
-        return self.site.handle(self.party_id, stage, request)
-
-
 def run_sites(cfg: ExperimentConfig, *, silent=None, record=False):
-    keys, roster = new_identities(range(cfg.clients))  # each site's identity key; the roster all hold
-    sites = [Site(cfg, k, identity=keys[k], roster=roster) for k in range(cfg.clients)]
-    parties = {pid: _Bound(s, pid) for s in sites for pid in s.parties}
+    fed = local_federation(cfg)  # each site's identity key and the server's; every message signed
     net = Network(record_views=record)
     server = FederationServer(cfg)
     try:
-        result = server.run(LocalTransport(net, parties, silent=silent), net)
+        result = server.run(fed.transport(net, silent=silent), net)
     finally:
         server.close()
-        for s in sites:
-            s.close()
+        fed.close()
     return result, net
 
 
@@ -56,7 +44,7 @@ def test_sites_match_the_simulator(protocol):
     assert got.final["accuracy"] == pytest.approx(sim.final["accuracy"], abs=1e-9)
     assert all(r.bytes_up_per_client > 0 and r.bytes_down_per_client > 0 for r in got.rounds)
     if protocol == "ckks":  # the server's side never received a secret context in the clear
-        kinds = {Frame.from_bytes(d.data).type for d in net.views[server_id(0)]}
+        kinds = {Frame.from_bytes(d.data[:-ENVELOPE_BYTES]).type for d in net.views[server_id(0)]}
         assert MsgType.CKKS_SECRET_CONTEXT not in kinds and MsgType.CKKS_UPDATE in kinds
 
 

@@ -59,8 +59,8 @@ class IdentityPublic:
         if not isinstance(self.raw, (bytes, bytearray)) or len(self.raw) != IDENTITY_BYTES:
             raise MalformedMessageError(f"an Ed25519 public key is {IDENTITY_BYTES} bytes")
         object.__setattr__(self, "raw", bytes(self.raw))
-        try:
-            eddsa.import_public_key(self.raw)
+        try:  # decoded once: a verification then costs the signature check alone
+            object.__setattr__(self, "_verifier", eddsa.new(eddsa.import_public_key(self.raw), "rfc8032"))
         except ValueError as exc:
             raise MalformedMessageError(f"invalid Ed25519 public key: {exc}") from None
 
@@ -69,10 +69,13 @@ class IdentityPublic:
         if len(signature) != SIGNATURE_BYTES:
             raise AuthenticationError(f"{what}: a signature is {SIGNATURE_BYTES} bytes, got {len(signature)}")
         try:
-            eddsa.new(eddsa.import_public_key(self.raw), "rfc8032").verify(data, signature)
+            self._verifier.verify(data, signature)  # type: ignore[attr-defined]
         except ValueError:
             raise AuthenticationError(f"{what}: the signature does not verify under the signer's identity key"
                                       ) from None
+
+    def __reduce__(self) -> Any:  # the raw key only: the verifier is rebuilt on arrival
+        return (IdentityPublic, (self.raw,))
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()[:16]

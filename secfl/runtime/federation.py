@@ -14,8 +14,11 @@ plays — client ``k`` at site ``k``, plus the roles its protocol assigns (``sit
 ``ckks`` key holder at site 0, quorum members, aggregation servers). Each party object lives in
 its site's process only; the server holds the coordinator, which holds public material only.
 
-Under :class:`~secfl.protocols.parties.LocalTransport` this runs in one process (tests); under
-:mod:`secfl.runtime.flower` the same objects run in Flower's ServerApp and ClientApps.
+Under :class:`~secfl.protocols.parties.LocalTransport` this runs in one process
+(:func:`local_federation`: tests, benchmarks, threat experiments against a relay); under
+:mod:`secfl.runtime.flower` the same objects run in Flower's ServerApp and ClientApps. Either way
+the server signs every request and each site its replies when they hold identity keys
+(:mod:`secfl.protocols.envelope`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from secfl.crypto.identity import IdentityKey, Roster
+from secfl.crypto.identity import IdentityKey, Roster, new_identities
 from secfl.crypto.prg import derive_seed
 from secfl.dp.clipping import clip_l2
 from secfl.errors import ConfigError, MalformedMessageError, ProtocolAbort, SecFLError
@@ -39,6 +42,7 @@ from secfl.fl.models import build_model
 from secfl.fl.partition import partition
 from secfl.fl.training import evaluate, local_train, select_device
 from secfl.protocols import Protocol, RoundSpec, make_protocol
+from secfl.protocols.envelope import ServerEnvelopes, SignedParty, SignedTransport, SiteEnvelopes
 from secfl.protocols.network import Network, server_id
 from secfl.protocols.parties import ClientParty, Party, Transport
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
@@ -46,7 +50,8 @@ from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.results import ExperimentResult, RoundRecord
 from secfl.runtime.simulator import client_seed, protocol_options, protocol_report, single_thread
 
-__all__ = ["TRAIN_STAGE", "TrainDone", "Site", "FederationServer", "site_roles", "TimedTransport"]
+__all__ = ["TRAIN_STAGE", "TrainDone", "Site", "FederationServer", "site_roles", "TimedTransport",
+           "LocalFederation", "local_federation"]
 
 log = logging.getLogger("secfl")
 
@@ -298,3 +303,52 @@ class FederationServer:
 
     def close(self) -> None:
         self.protocol.close()
+
+
+@dataclass
+class LocalFederation:
+    """Every site of an experiment in this process, each behind its own envelopes (its own
+    identity key), and the server's envelopes: :meth:`transport` is what the server talks through."""
+
+    sites: list[Site]
+    parties: dict[int, Party]
+    envelopes: ServerEnvelopes | None
+
+    def transport(self, net: Network, **kwargs: object) -> Transport:
+        """A :class:`~secfl.protocols.parties.LocalTransport` over ``net`` (``kwargs``: its options,
+        e.g. ``silent``), signed when the federation has identities."""
+        from secfl.protocols.parties import LocalTransport
+
+        inner = LocalTransport(net, self.parties, **kwargs)  # type: ignore[arg-type]
+        return inner if self.envelopes is None else SignedTransport(inner, self.envelopes)
+
+    def close(self) -> None:
+        for s in self.sites:
+            s.close()
+
+
+def local_federation(cfg: ExperimentConfig, *, envelopes: bool = True) -> LocalFederation:
+    """Build every site of ``cfg`` in this process, each with a fresh identity key of its own
+    (the server has one too): what a deployment has. ``envelopes=False`` leaves the messages
+    unsigned (the protocols' own signed key advertisements stay): only to measure what the
+    envelopes cost."""
+    keys, roster = new_identities([*range(cfg.clients), SERVER])
+    sites = [Site(cfg, k, identity=keys[k], roster=roster) for k in range(cfg.clients)]
+    parties: dict[int, Party] = {}
+    for s in sites:
+        env = SiteEnvelopes(keys[s.site], s.site, roster)
+        for pid in s.parties:
+            party = _SiteParty(s, pid)
+            parties[pid] = SignedParty(pid, party.handle, env) if envelopes else party
+    owner = {pid: s.site for s in sites for pid in s.parties}
+    return LocalFederation(sites, parties, ServerEnvelopes(keys[SERVER], roster, owner.get) if envelopes else None)
+
+
+class _SiteParty(Party):
+    """One party id of a site, as the site's program answers for it."""
+
+    def __init__(self, site: Site, pid: int) -> None:
+        self.site, self.party_id = site, pid
+
+    def handle(self, stage: str, request: bytes) -> bytes:
+        return self.site.handle(self.party_id, stage, request)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secfl.errors import MalformedMessageError
+from secfl.protocols.envelope import ENVELOPE_BYTES
 from secfl.protocols.wire import Frame, MsgType
 
 __all__ = ["Recorded", "append", "read_record", "audit", "SECRET_CONTEXT_MARKER"]
@@ -63,12 +64,21 @@ def audit(records: list[Recorded], protocol: str) -> list[str]:
         where = f"message {i} ({'reply from' if rec.reply else 'request to'} party {rec.party}, stage {rec.stage})"
         if SECRET_CONTEXT_MARKER in rec.data:
             problems.append(f"{where}: a CKKS secret context in the clear")
-        try:
-            kind = Frame.from_bytes(rec.data).type
-        except MalformedMessageError:
+        kind = _frame_type(rec.data)
+        if kind is None:
             continue
         if kind is MsgType.CKKS_SECRET_CONTEXT:
             problems.append(f"{where}: CKKS_SECRET_CONTEXT")
         if kind is MsgType.PLAIN_UPDATE and protocol != "plaintext":
             problems.append(f"{where}: an individual plaintext update")
     return problems
+
+
+def _frame_type(data: bytes) -> MsgType | None:
+    """The frame's type, whether the message was recorded with its signed envelope or without."""
+    for body in (data, data[:-ENVELOPE_BYTES] if len(data) > ENVELOPE_BYTES else b""):
+        try:
+            return Frame.from_bytes(body).type
+        except MalformedMessageError:
+            continue
+    return None

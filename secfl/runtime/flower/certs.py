@@ -14,9 +14,10 @@ site. The server registers each key for its site only: a node that authenticates
 key can play site K and no other.
 
 ``secfl deploy identity DIR --site K`` writes a site's long-term identity key (Ed25519; the
-protocols sign their key advertisements with it) and ``secfl deploy roster DIR`` collects the
-public halves into ``roster.toml``, the federation roster every site holds (out of band: a relay
-cannot rewrite it).
+site signs its replies and the protocols their key advertisements with it), ``secfl deploy
+identity DIR --server`` the server's (it signs every request), and ``secfl deploy roster DIR``
+collects the public halves into ``roster.toml``, the federation roster the server and every
+site hold (out of band: a relay cannot rewrite it).
 """
 
 from __future__ import annotations
@@ -143,15 +144,17 @@ def authorized_sites(keys_dir: str | Path) -> dict[int, Path]:
     return found
 
 
-def write_identity(out: str | Path, site: int, *, overwrite: bool = False) -> tuple[Path, Path]:
+def write_identity(out: str | Path, site: int | None, *, overwrite: bool = False) -> tuple[Path, Path]:
     """Site ``site``'s long-term identity key (Ed25519): ``site-K.identity`` (secret, stays at the
-    site) and ``site-K.identity.pub`` (public, goes into the federation roster)."""
+    site) and ``site-K.identity.pub`` (public, goes into the federation roster). ``site=None``: the
+    server's (``server.identity``, ``server.identity.pub``; it signs every request)."""
     from secfl.crypto.identity import IdentityKey
 
-    if isinstance(site, bool) or not isinstance(site, int) or site < 0:
+    if site is not None and (isinstance(site, bool) or not isinstance(site, int) or site < 0):
         raise ConfigError(f"--site must be an integer >= 0, got {site!r}")
     d = Path(out)
-    priv, pub = d / f"site-{site}.identity", d / f"site-{site}.identity.pub"
+    stem = "server" if site is None else f"site-{site}"
+    priv, pub = d / f"{stem}.identity", d / f"{stem}.identity.pub"
     existing = [p.name for p in (priv, pub) if p.exists()]
     if existing and not overwrite:
         raise ConfigError(f"{d}: {', '.join(existing)} already exist (pass --overwrite to replace them)")
@@ -164,20 +167,26 @@ def write_identity(out: str | Path, site: int, *, overwrite: bool = False) -> tu
 
 def write_roster(keys_dir: str | Path, out: str | Path | None = None) -> Path:
     """The federation roster (``roster.toml``: site id -> public identity key) from the
-    ``site-K.identity.pub`` files in ``keys_dir``; every site and the server get a copy."""
+    ``site-K.identity.pub`` files in ``keys_dir``, and the server's ``server.identity.pub`` (under
+    the server's party id); every site and the server get a copy."""
     from secfl.crypto.identity import IdentityPublic, Roster
+    from secfl.protocols.network import server_id
 
     d = Path(keys_dir)
     found: dict[int, IdentityPublic] = {}
-    for p in sorted(d.glob("site-*.identity.pub")):
+    for p in sorted(d.glob("*.identity.pub")):
         k = p.name.removeprefix("site-").removesuffix(".identity.pub")
-        if k.isdigit():
+        if k == "server" or k.isdigit():
+            k = str(server_id(0)) if k == "server" else k
             try:
                 found[int(k)] = IdentityPublic(bytes.fromhex(p.read_text().strip()))
             except ValueError as exc:
                 raise ConfigError(f"{p}: not a public identity key ({exc})") from None
     if not found:
         raise ConfigError(f"{d}: no site-K.identity.pub files (create them with `secfl deploy identity`)")
+    if server_id(0) not in found:
+        raise ConfigError(f"{d}: no server.identity.pub: the server signs every request (create it with"
+                          " `secfl deploy identity DIR --server`)")
     path = Path(out) if out is not None else d / "roster.toml"
     path.write_text(Roster(found).to_toml())
     return path

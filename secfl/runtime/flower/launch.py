@@ -56,6 +56,8 @@ train-timeout = 600.0
 join-timeout = 300.0
 record-file = ""
 node-sites = ""
+identity-file = ""
+roster-file = ""
 """
 
 
@@ -143,17 +145,30 @@ def _free_port() -> int:
 
 def deploy_server(config: str, address: str, certs: str, out: str, *, stage_timeout: float = 120.0,
                   train_timeout: float = 600.0, join_timeout: float = 300.0, record: str | None = None,
-                  authorized_keys: str | None = None,
+                  authorized_keys: str | None = None, identity: str | None = None, roster: str | None = None,
                   on_round: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Run the whole experiment with Flower; returns ``out``. Raises a typed error on failure.
 
     ``authorized_keys``: a directory of ``site-K.pub`` files. Flower's SuperNode authentication is
-    then on: only nodes holding one of these keys connect, and each plays only its own site."""
+    then on: only nodes holding one of these keys connect, and each plays only its own site.
+    ``identity`` / ``roster``: the server's identity key and the federation roster; every request
+    is then signed and every reply checked (:mod:`secfl.protocols.envelope`). Required by the
+    protocols whose parties sign (all but ``plaintext``)."""
+    from secfl.protocols import get_protocol
     from secfl.runtime.config import ExperimentConfig, load_toml
     from secfl.runtime.flower.certs import authorized_sites
+    from secfl.runtime.flower.server_app import load_envelope_keys
 
     cfg_path = Path(config).resolve()
     cfg = ExperimentConfig.from_dict(load_toml(str(cfg_path)))  # refuse a bad config before starting anything
+    if (identity is None) != (roster is None):
+        raise ConfigError("--identity and --roster go together (the server signs with one, checks with the other)")
+    if identity is None and getattr(get_protocol(cfg.protocol), "needs_identities", False):
+        raise ConfigError(f"{cfg.protocol} across sites needs the server's identity key and the federation roster"
+                          " (secfl deploy identity DIR --server / secfl deploy roster DIR; --identity, --roster)")
+    if identity is not None and roster is not None:
+        identity, roster = str(Path(identity).resolve()), str(Path(roster).resolve())
+        load_envelope_keys(identity, roster)  # refuse bad keys before starting anything
     site_keys = authorized_sites(authorized_keys) if authorized_keys else {}
     stray = sorted(k for k in site_keys if k >= cfg.clients)
     if stray:
@@ -195,6 +210,8 @@ def deploy_server(config: str, address: str, certs: str, out: str, *, stage_time
             run_cfg += ' node-sites="' + " ".join(f"{n}:{s}" for n, s in sorted(nodes.items())) + '"'
         if record:
             run_cfg += f' record-file="{Path(record).resolve()}"'
+        if identity is not None:
+            run_cfg += f' identity-file="{identity}" roster-file="{roster}"'
         sub = subprocess.run([str(bindir / "flwr"), "run", str(fab), "secfl", "--run-config", run_cfg,
                               "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
         try:

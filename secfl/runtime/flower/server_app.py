@@ -5,7 +5,9 @@ Run configuration (``flwr run … --run-config``): ``config-file`` (the experime
 ``stage-timeout`` and ``train-timeout`` (seconds), ``join-timeout`` (seconds to wait for the
 sites), ``record-file`` (optional: every message the server handles, :mod:`.audit`),
 ``node-sites`` (optional, under node authentication: ``"node:site …"``, the only site each
-authenticated node may play). Sequence:
+authenticated node may play), ``identity-file`` and ``roster-file`` (optional: the server's
+identity key and the federation roster; every request is then signed and every reply checked,
+:mod:`secfl.protocols.envelope`, and a site's hello must carry its own site's signature). Sequence:
 
 1. wait until the configured number of sites are connected; say hello to each (``fl.hello``:
    the config; the site answers with its id and the party ids it plays). A second node claiming
@@ -30,12 +32,13 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from secfl.errors import ConfigError, SecFLError
+from secfl.protocols.envelope import ServerEnvelopes, SignedTransport
 from secfl.protocols.network import Network, server_id
-from secfl.protocols.parties import StageTimeouts
+from secfl.protocols.parties import StageTimeouts, Transport
 from secfl.runtime.flower.site import FINISH_STAGE, HELLO_STAGE, NOT_JOINED, RunConfig, RunFinish, SiteHello
 from secfl.runtime.flower.transport import FlowerTransport
 
-__all__ = ["server_app", "serve"]
+__all__ = ["server_app", "serve", "load_envelope_keys"]
 
 log = logging.getLogger("secfl")
 
@@ -49,8 +52,11 @@ class _Sites:
     """Which node plays which site, kept current between rounds."""
 
     def __init__(self, grid: Grid, transport: FlowerTransport, config_toml: str, sites: int,
-                 bound: Mapping[int, int] | None = None) -> None:
+                 bound: Mapping[int, int] | None = None, envelopes: ServerEnvelopes | None = None) -> None:
         self.grid, self.transport, self.toml, self.sites = grid, transport, config_toml, sites
+        self.envelopes = envelopes
+        #: what requests go through: the grid, behind the envelopes when the server signs
+        self.channel: Transport = transport if envelopes is None else SignedTransport(transport, envelopes)
         #: node id -> the only site it may play (Flower's node authentication; empty: any)
         self.bound = dict(bound or {})
         self.node_of_site: dict[int, int] = {}
@@ -69,7 +75,7 @@ class _Sites:
         temp = {_NODE_BASE + i: n for i, n in enumerate(new)}
         self.transport.nodes.update(temp)
         hello = RunConfig(0, server_id(0), self.toml).to_bytes()
-        replies = self.transport.exchange(HELLO_STAGE, {pid: hello for pid in temp})
+        replies = self.channel.exchange(HELLO_STAGE, {pid: hello for pid in temp})
         for pid in temp:
             del self.transport.nodes[pid]
         for pid, data in replies.items():
@@ -80,6 +86,10 @@ class _Sites:
                 log.warning("node %d: bad hello: %s", node, exc)
                 continue
             site = int(msg.sender)
+            if self.envelopes is not None and self.envelopes.signer_of(pid) != site:
+                self._refuse(node, f"this node signed its hello with the key of site {self.envelopes.signer_of(pid)},"
+                                   f" not of site {site}")
+                continue
             if self.bound and self.bound.get(node) != site:
                 self._refuse(node, f"this node authenticated with the key of site {self.bound.get(node)},"
                                    f" not of site {site}")
@@ -99,7 +109,7 @@ class _Sites:
     def _refuse(self, node: int, reason: str) -> None:
         pid = _NODE_BASE - 1
         self.transport.nodes[pid] = node
-        self.transport.exchange(FINISH_STAGE, {pid: RunFinish(0, server_id(0), 1, reason).to_bytes()})
+        self.channel.exchange(FINISH_STAGE, {pid: RunFinish(0, server_id(0), 1, reason).to_bytes()})
         del self.transport.nodes[pid]
 
     def wait_for_all(self, timeout: float) -> None:
@@ -118,7 +128,7 @@ class _Sites:
         nodes = {site: node for site, node in self.node_of_site.items()}
         temp = {_NODE_BASE + s: n for s, n in nodes.items()}
         self.transport.nodes.update(temp)
-        self.transport.exchange(FINISH_STAGE, {pid: msg for pid in temp})
+        self.channel.exchange(FINISH_STAGE, {pid: msg for pid in temp})
 
 
 def _node_sites(text: str) -> dict[int, int]:
@@ -128,6 +138,28 @@ def _node_sites(text: str) -> dict[int, int]:
         node, _, site = item.partition(":")
         out[int(node)] = int(site)
     return out
+
+
+def load_envelope_keys(identity: str, roster: str) -> tuple[Any, Any]:
+    """The server's identity key and the federation roster, checked against each other."""
+    from secfl.crypto.identity import IdentityKey, Roster
+
+    key, keys = IdentityKey.load(identity), Roster.load(roster)
+    if keys.keys.get(server_id(0)) != key.public:
+        raise ConfigError(f"{roster}: the roster does not list {identity} as the server's key (rebuild it with"
+                          " `secfl deploy roster`)")
+    return key, keys
+
+
+def _envelopes(rc: Mapping[str, Any], protocol: Any, sites: int) -> ServerEnvelopes | None:
+    from secfl.runtime.federation import site_roles
+
+    identity, roster = str(rc.get("identity-file", "")), str(rc.get("roster-file", ""))
+    if not identity:
+        return None
+    key, keys = load_envelope_keys(identity, roster)
+    owner = {pid: k for k in range(sites) for pid in site_roles(protocol, k, sites)}
+    return ServerEnvelopes(key, keys, owner.get)
 
 
 def _write_progress(out: Path, rec: Any) -> None:
@@ -157,7 +189,8 @@ def serve(grid: Grid, rc: Mapping[str, Any], *, engine: str) -> None:
         toml_text = dump_toml(cfg.to_dict())
         (out / "config.toml").write_text(toml_text)
         server = FederationServer(cfg)
-        sites = _Sites(grid, transport, toml_text, cfg.clients, _node_sites(str(rc.get("node-sites", ""))))
+        sites = _Sites(grid, transport, toml_text, cfg.clients, _node_sites(str(rc.get("node-sites", ""))),
+                       _envelopes(rc, server.protocol, cfg.clients))
         sites.wait_for_all(float(rc["join-timeout"]))
         forget = getattr(server.coordinator, "forget", None)
 
@@ -169,7 +202,7 @@ def serve(grid: Grid, rc: Mapping[str, Any], *, engine: str) -> None:
             sites.rejoined.clear()
 
         try:
-            result = server.run(transport, net, on_round=lambda rec: _write_progress(out, rec),
+            result = server.run(sites.channel, net, on_round=lambda rec: _write_progress(out, rec),
                                 before_round=before_round)
         finally:
             server.close()

@@ -10,7 +10,9 @@ Stages it answers, besides the protocol's own and ``fl.train`` (:class:`~secfl.r
   its id is taken); the program exits with that status.
 
 Requests arrive over the local pipe (:mod:`secfl.runtime.flower.ipc`) from the ClientApp that
-Flower starts for each message; they are handled one at a time.
+Flower starts for each message; they are handled one at a time. With an identity key and a roster
+the site accepts only requests the server signed and signs every reply
+(:mod:`secfl.protocols.envelope`).
 """
 
 from __future__ import annotations
@@ -112,8 +114,13 @@ class SiteProgram:
         from secfl.crypto.identity import IdentityKey, Roster
 
         self.site_id = site
+        from secfl.protocols.envelope import SiteEnvelopes
+
         self._identity = IdentityKey.load(identity) if identity else None
         self._roster = Roster.load(roster) if roster else None
+        self._envelopes = None
+        if self._identity is not None and self._roster is not None:
+            self._envelopes = SiteEnvelopes(self._identity, site, self._roster)
         self.data_path = data_path
         self.expect_protocol = expect_protocol
         self.site: Any = None  # secfl.runtime.federation.Site, built on hello
@@ -148,7 +155,11 @@ class SiteProgram:
             try:
                 party, stage, data = ipc.read_request(conn)
                 with self._lock:
-                    answer = self.handle(party, stage, data)
+                    if self._envelopes is None:
+                        answer = self.handle(party, stage, data)
+                    else:
+                        answer = self._envelopes.answer(stage, party, data,
+                                                        lambda body: self.handle(party, stage, body))
                 ipc.write_answer(conn, True, answer)
             except SecFLError as exc:
                 text = f"{type(exc).__name__}: {exc}"
