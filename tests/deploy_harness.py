@@ -126,7 +126,7 @@ def live_pids() -> set[int]:
 
 
 def leftovers(before: set[int], wait: float = 15.0) -> list[str]:
-    """Processes started since ``before`` that belong to Flower or secfl and are still alive
+    """Processes started since ``before`` that belong to Flower or secfl's CLI and are still alive
     (after up to ``wait`` s of grace); zombies do not count."""
     end = time.monotonic() + wait
     while True:
@@ -138,7 +138,7 @@ def leftovers(before: set[int], wait: float = 15.0) -> list[str]:
             except OSError:
                 continue
             cmd = raw.replace(b"\0", b" ").decode(errors="replace")
-            if state != "Z" and any(n in cmd for n in ("flwr", "flower", "secfl")):
+            if state != "Z" and any(n in cmd for n in ("flwr", "flower", "secfl.cli", "bin/secfl ")):
                 found.append(f"{pid}: {cmd}")
         if not found or time.monotonic() > end:
             return found

@@ -167,6 +167,10 @@ def _factories() -> dict[type[Message], Callable[[], Message]]:
         sa.SaSharesForward: lambda: sa.SaSharesForward(3, srv, (0, 2), _bytes(216, "fwd-pairs")),
         sa.SaMaskedInput: lambda: sa.SaMaskedInput(3, 1, 40, 17, _bytes(85, "masked")),
         sa.SaUnmaskRequest: lambda: sa.SaUnmaskRequest(3, srv, (0, 2), (3,)),
+        sa.SaConsistencyRequest: lambda: sa.SaConsistencyRequest(3, srv, (0, 1, 2)),
+        sa.SaConsistencySignature: lambda: sa.SaConsistencySignature(3, 1, sig),
+        sa.SaCheckedUnmaskRequest: lambda: sa.SaCheckedUnmaskRequest(3, srv, (0, 2), (3,), (0, 1, 2), (0, 2),
+                                                                     _bytes(128, "u3-sigs")),
         sa.SaUnmaskResponse: lambda: sa.SaUnmaskResponse(
             3, 1, (0, 2), np.arange(18, dtype=np.uint64).reshape(2, 9), (3,), np.arange(9, dtype=np.uint64)[None]),
     }

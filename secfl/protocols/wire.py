@@ -113,6 +113,9 @@ class MsgType(IntEnum):
     SA_MASKED_INPUT = 54
     SA_UNMASK_REQUEST = 55
     SA_UNMASK_RESPONSE = 56
+    SA_CONSISTENCY_REQUEST = 57  # the optional consistency check (issue 12)
+    SA_CONSISTENCY_SIGNATURE = 58
+    SA_CHECKED_UNMASK_REQUEST = 59
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ from secfl.protocols.secagg.masks import (
 )
 from secfl.protocols.secagg.messages import (
     SaAdvertiseKeys,
+    SaCheckedUnmaskRequest,
+    SaConsistencyRequest,
+    SaConsistencySignature,
     SaKeyRoster,
     SaMaskedInput,
     SaShareKeys,
@@ -112,4 +115,7 @@ __all__ = [
     "SaMaskedInput",
     "SaUnmaskRequest",
     "SaUnmaskResponse",
+    "SaConsistencyRequest",
+    "SaConsistencySignature",
+    "SaCheckedUnmaskRequest",
 ]

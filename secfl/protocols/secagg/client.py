@@ -6,7 +6,10 @@ Stages it answers across sites (:meth:`SecAggClient.handle`, request → reply):
 - ``secagg.share_keys``: ``SA_KEY_ROSTER`` → ``SA_SHARE_KEYS`` (Shamir shares of ``b_u`` and
   ``s_u``, each pair sealed end to end for its neighbour);
 - ``secagg.masked_input``: ``SA_SHARES_FORWARD`` → ``SA_MASKED_INPUT`` (takes the round's input);
-- ``secagg.unmask``: ``SA_UNMASK_REQUEST`` → ``SA_UNMASK_RESPONSE`` (one share per peer, never both).
+- ``secagg.consistency`` (``consistency_check`` only): ``SA_CONSISTENCY_REQUEST`` →
+  ``SA_CONSISTENCY_SIGNATURE`` (signs U3; one U3 per round, never two);
+- ``secagg.unmask``: ``SA_UNMASK_REQUEST`` (``SA_CHECKED_UNMASK_REQUEST`` with the check) →
+  ``SA_UNMASK_RESPONSE`` (one share per peer, never both).
 
 The in-process round calls the same steps one by one (:meth:`advertise`, :meth:`on_roster`,
 :meth:`share_keys`, :meth:`on_forward`, :meth:`masked_input`, :meth:`unmask`) through a
@@ -52,6 +55,9 @@ from secfl.protocols.secagg.masks import (
 )
 from secfl.protocols.secagg.messages import (
     SaAdvertiseKeys,
+    SaCheckedUnmaskRequest,
+    SaConsistencyRequest,
+    SaConsistencySignature,
     SaKeyRoster,
     SaMaskedInput,
     SaShareKeys,
@@ -59,9 +65,11 @@ from secfl.protocols.secagg.messages import (
     SaUnmaskRequest,
     SaUnmaskResponse,
     advertise_signed,
+    consistency_signed,
 )
 from secfl.protocols.secagg.options import (
     ADVERTISE_KEYS,
+    CONSISTENCY,
     MASKED_INPUT,
     SHARE_KEYS,
     UNMASK,
@@ -118,6 +126,7 @@ class SecAggClient(ClientParty):
         self._mask: np.ndarray | None = None  # the total mask, computed ahead (offline work) ...
         self._mask_todo: list[int] = []  # ... still missing these terms (-1: the self mask)
         self.sent_masked_input = False
+        self._u3: tuple[int, ...] | None = None  # the U3 this client signed (consistency check)
         #: errors met while answering unmask requests (e.g. a tampered forwarded share)
         self.failures: list[SecFLError] = []
 
@@ -170,6 +179,8 @@ class SecAggClient(ClientParty):
             update, weight = self.take_input(self.round)
             vec = check_update(update, self._dim, who=f"client {self.id} update")
             return self.masked_input(vec, weight)
+        if stage == CONSISTENCY:
+            return self.sign_survivors(request)
         if stage == UNMASK:
             return self.unmask(request)
         raise MalformedMessageError(f"secagg client: unknown stage {stage!r}")
@@ -199,6 +210,7 @@ class SecAggClient(ClientParty):
         w.u32(len(self._revealed))
         for v in sorted(self._revealed):
             w.u32(v).u8(ord(self._revealed[v]))
+        w.u8(self._u3 is not None).array(np.asarray(self._u3 or (), dtype=np.uint32))
         return w.getvalue()
 
     def load_state(self, data: bytes) -> None:
@@ -229,6 +241,9 @@ class SecAggClient(ClientParty):
             for _ in range(r.u32()):
                 v = r.u32()
                 self._revealed[v] = chr(r.u8())
+            signed = bool(r.u8())
+            u3 = tuple(int(v) for v in r.array("uint32").tolist())
+            self._u3 = u3 if signed else None
         r.done()
 
     # 0 -----------------------------------------------------------------------------------
@@ -374,11 +389,63 @@ class SecAggClient(ClientParty):
             raise MalformedMessageError(f"share from client {peer}: value outside the field")
         return vals.reshape(2, CHUNKS)
 
+    def _checked(self) -> bool:
+        return self._options is not None and self._options.consistency_check
+
+    def sign_survivors(self, data: bytes) -> bytes:
+        """Consistency check, first half: sign U3 (this client's masked input must be in it), once a round."""
+        if not self._checked():
+            raise MalformedMessageError(f"client {self.id}: this federation runs secagg without the consistency check")
+        if not self.sent_masked_input:
+            raise DroppedOutError(f"client {self.id} did not send its masked input; it does not sign U3")
+        if self._identity is None or self._roster is None:
+            raise ConfigError("secagg.consistency_check needs this client's identity key and the federation roster")
+        msg = SaConsistencyRequest.from_bytes(data, expect_round=self.round, expect_sender=self.server)
+        u3 = msg.survivors
+        if self.id not in u3:
+            raise DecryptionRefusedError(f"client {self.id}: the server's U3 leaves out this client's masked input")
+        if self._u3 is not None and self._u3 != u3:
+            raise DecryptionRefusedError(f"client {self.id} already signed another U3 in round {self.round}")
+        self._u3 = u3
+        sig = self._identity.sign(consistency_signed(self.round, self._roster.digest(), u3))
+        return SaConsistencySignature(self.round, self.id, sig).to_bytes()
+
+    def _check_consistency(self, msg: SaCheckedUnmaskRequest) -> None:
+        """Consistency check, second half: the request agrees with the U3 this client signed, and
+        at least t of its neighbours signed the same U3 (one verification per needed signer)."""
+        assert self._roster is not None
+        if self._u3 is None or msg.u3 != self._u3:
+            raise DecryptionRefusedError(f"client {self.id}: the unmask request carries another U3 than the one "
+                                         "it signed")
+        u3 = set(self._u3)
+        if not set(msg.survivors) <= u3 or set(msg.dropped) & u3:
+            raise DecryptionRefusedError(f"client {self.id}: the unmask request asks for shares that contradict "
+                                         "U3 (self-mask shares are for U3, mask-key shares for clients outside it)")
+        signed = consistency_signed(self.round, self._roster.digest(), self._u3)
+        valid = 0
+        for i, v in enumerate(msg.signers):
+            if v not in self._peer_c or v not in u3:
+                raise DecryptionRefusedError(f"client {self.id}: U3 signature of {v}, not a surviving neighbour")
+            try:  # a bad signature (a neighbour that signed another U3) only does not count
+                self._roster.verify(v, signed, msg.signature_of(i), f"neighbour {v}'s signature of U3")
+            except AuthenticationError:
+                continue
+            valid += 1
+            if valid >= self.threshold:
+                return
+        raise DecryptionRefusedError(f"client {self.id}: only {valid} neighbours' valid signatures of U3, it needs"
+                                     f" {self.threshold}")
+
     def unmask(self, data: bytes) -> bytes:
         """Answer an unmask request; refuses to give both shares of any peer."""
         if not self.sent_masked_input:
             raise DroppedOutError(f"client {self.id} did not send its masked input; it does not unmask")
-        msg = SaUnmaskRequest.from_bytes(data, expect_round=self.round, expect_sender=self.server)
+        msg: SaUnmaskRequest | SaCheckedUnmaskRequest
+        if self._checked():
+            msg = SaCheckedUnmaskRequest.from_bytes(data, expect_round=self.round, expect_sender=self.server)
+            self._check_consistency(msg)
+        else:
+            msg = SaUnmaskRequest.from_bytes(data, expect_round=self.round, expect_sender=self.server)
         both = set(msg.survivors) & set(msg.dropped)
         if both:
             raise DecryptionRefusedError(

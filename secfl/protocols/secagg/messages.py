@@ -3,8 +3,11 @@
 Client → server: ``SA_ADVERTISE_KEYS``, ``SA_SHARE_KEYS`` (sealed share pairs, one per
 neighbour), ``SA_MASKED_INPUT``, ``SA_UNMASK_RESPONSE``. Server → client: ``SA_KEY_ROSTER``,
 ``SA_SHARES_FORWARD`` (the sealed pairs addressed to that client, relayed unopened),
-``SA_UNMASK_REQUEST``. Across sites the first request of a round is the generic
-:class:`~secfl.protocols.parties.RoundRequest`.
+``SA_UNMASK_REQUEST``. With the consistency check (``consistency_check=True``): server → client
+``SA_CONSISTENCY_REQUEST`` (the set U3 of clients whose masked input counts), client → server
+``SA_CONSISTENCY_SIGNATURE`` (its identity key's signature of U3), and ``SA_CHECKED_UNMASK_REQUEST``
+in place of ``SA_UNMASK_REQUEST`` (U3 and the neighbours' signatures of it). Across sites the
+first request of a round is the generic :class:`~secfl.protocols.parties.RoundRequest`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from secfl.protocols.secagg.masks import CHUNKS, SEALED_BYTES
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 
 __all__ = ["advertise_signed", "SaAdvertiseKeys", "SaKeyRoster", "SaShareKeys", "SaSharesForward", "SaMaskedInput",
-           "SaUnmaskRequest", "SaUnmaskResponse"]
+           "SaUnmaskRequest", "SaUnmaskResponse", "SaConsistencyRequest", "SaConsistencySignature",
+           "SaCheckedUnmaskRequest", "consistency_signed"]
 
 
 _MAX_PARTIES = 1 << 20
@@ -210,3 +214,78 @@ class SaUnmaskResponse(Message):
 def advertise_signed(rnd: int, client: int, c_public: bytes, s_public: bytes) -> bytes:
     """What a client signs when it advertises its round keys."""
     return signed_bytes("secfl/secagg/advertise", rnd, client, c_public, s_public)
+
+
+def consistency_signed(rnd: int, roster_digest: bytes, survivors: tuple[int, ...]) -> bytes:
+    """What a client signs in the consistency check: the round, the roster and the set U3."""
+    return signed_bytes("secfl/secagg/consistency/v1", roster_digest, rnd,
+                        np.asarray(survivors, dtype="<u4").tobytes())
+
+
+@dataclass(frozen=True)
+class SaConsistencyRequest(Message):
+    """Server → client (consistency check): U3, the clients whose masked input the sum holds."""
+
+    TYPE = MsgType.SA_CONSISTENCY_REQUEST
+    round: int
+    sender: int
+    survivors: tuple[int, ...]
+
+    def _write(self, w: Writer) -> None:
+        w.array(np.asarray(self.survivors, dtype=np.uint32))
+
+    @classmethod
+    def _read(cls, r: Reader, round: int, sender: int) -> SaConsistencyRequest:
+        return cls(round, sender, tuple(_ids(r, "SA_CONSISTENCY_REQUEST")))
+
+
+@dataclass(frozen=True)
+class SaConsistencySignature(Message):
+    """Client → server (consistency check): its identity key's signature of U3 (:func:`consistency_signed`)."""
+
+    TYPE = MsgType.SA_CONSISTENCY_SIGNATURE
+    round: int
+    sender: int
+    signature: bytes
+
+    def _write(self, w: Writer) -> None:
+        w.blob(self.signature)
+
+    @classmethod
+    def _read(cls, r: Reader, round: int, sender: int) -> SaConsistencySignature:
+        sig = r.blob(SIGNATURE_BYTES)
+        if len(sig) != SIGNATURE_BYTES:
+            raise MalformedMessageError(f"SA_CONSISTENCY_SIGNATURE: a signature is {SIGNATURE_BYTES} bytes")
+        return cls(round, sender, sig)
+
+
+@dataclass(frozen=True)
+class SaCheckedUnmaskRequest(Message):
+    """Server → client v (consistency check): as ``SA_UNMASK_REQUEST``, plus U3 and the signatures
+    of U3 by v's neighbours that signed it (``signers``, 64 bytes each in ``signatures``)."""
+
+    TYPE = MsgType.SA_CHECKED_UNMASK_REQUEST
+    round: int
+    sender: int
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    u3: tuple[int, ...]
+    signers: tuple[int, ...]
+    signatures: bytes
+
+    def _write(self, w: Writer) -> None:
+        for ids in (self.survivors, self.dropped, self.u3, self.signers):
+            w.array(np.asarray(ids, dtype=np.uint32))
+        w.blob(self.signatures)
+
+    @classmethod
+    def _read(cls, r: Reader, round: int, sender: int) -> SaCheckedUnmaskRequest:
+        what = "SA_CHECKED_UNMASK_REQUEST"
+        survivors, dropped, u3, signers = (tuple(_ids(r, what)) for _ in range(4))
+        sigs = r.blob(SIGNATURE_BYTES * len(signers))
+        if len(sigs) != SIGNATURE_BYTES * len(signers):
+            raise MalformedMessageError(f"{what}: signature block does not match the signer count")
+        return cls(round, sender, survivors, dropped, u3, signers, sigs)
+
+    def signature_of(self, i: int) -> bytes:
+        return self.signatures[i * SIGNATURE_BYTES : (i + 1) * SIGNATURE_BYTES]

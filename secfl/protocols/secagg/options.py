@@ -19,7 +19,8 @@ from secfl.crypto.prg import Prg
 from secfl.crypto.sharing import SHAMIR_PRIME
 from secfl.errors import ConfigError, InsecureParametersError
 
-__all__ = ["STAGES", "SITE_STAGES", "ADVERTISE_KEYS", "SHARE_KEYS", "MASKED_INPUT", "UNMASK", "SecAggOptions",
+__all__ = ["STAGES", "SITE_STAGES", "ADVERTISE_KEYS", "SHARE_KEYS", "MASKED_INPUT", "CONSISTENCY", "UNMASK",
+           "SecAggOptions",
            "default_neighbours", "default_threshold", "harary_graph", "MAX_CLIENT_ID", "check_client_ids",
            "derive_graph", "graph_risks"]
 
@@ -31,6 +32,8 @@ ADVERTISE_KEYS = "secagg.advertise_keys"
 SHARE_KEYS = "secagg.share_keys"
 MASKED_INPUT = "secagg.masked_input"
 UNMASK = "secagg.unmask"
+#: the optional consistency check (``consistency_check=True``), between masked_input and unmask
+CONSISTENCY = "secagg.consistency"
 SITE_STAGES = (ADVERTISE_KEYS, SHARE_KEYS, MASKED_INPUT, UNMASK)
 
 #: the largest client id: Shamir points are id + 1, which must stay below the field prime
@@ -161,6 +164,11 @@ class SecAggOptions:
     ``clip_range``, ``bits``, ``modulus_bits``, ``max_weight``: the integer encoding (see
     :class:`~secfl.crypto.encoding.WeightedEncoder`; ``bits=None`` picks the widest that cannot
     wrap for this round's client count).
+    ``consistency_check``: Bonawitz et al.'s consistency round for a malicious server: before
+    unmasking, every client signs the set U3 of clients whose masked input counts, and a client
+    releases shares only for a U3 that at least ``t`` of its neighbours signed too, and only shares
+    consistent with it (self-mask shares for U3, mask-key shares outside it). Needs identity keys
+    and the roster (across sites); one more exchange per round (cost: ``benchmarks/bench_envelope.py``).
     ``processes``: where the *simulation* runs its clients (:mod:`secfl.protocols.hosts`): 1 →
     in this process; ``p ≥ 2`` → spread over ``p`` worker processes that also precompute masks
     ahead of the uploads and run the server's mask removal; ``None`` → one per core (at most 8)
@@ -178,8 +186,11 @@ class SecAggOptions:
     modulus_bits: int = 32
     max_weight: float = 4096.0
     processes: int | None = None
+    consistency_check: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.consistency_check, bool):
+            raise ConfigError(f"secagg.consistency_check must be true or false, got {self.consistency_check!r}")
         p = self.processes
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 64):
             raise ConfigError(f"secagg.processes must be None (automatic) or an integer in [1, 64], got {p!r}")

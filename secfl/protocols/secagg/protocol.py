@@ -68,6 +68,9 @@ class _SecAggRound(ProtocolRound):
         if unknown:
             raise ConfigError(f"secagg dropout stages are {list(STAGES)}; unknown: {unknown}")
         check_client_ids(spec.clients)
+        if options.consistency_check:
+            raise ConfigError("secagg.consistency_check signs U3 with each client's identity key: it runs across"
+                              " sites (secfl deploy), not in the one-process simulator, whose clients have none")
         self._participants = frozenset(spec.clients)
         for stage, who in spec.dropouts.items():
             if not set(who) <= self._participants:

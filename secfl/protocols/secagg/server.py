@@ -26,6 +26,9 @@ from secfl.protocols.network import server_id
 from secfl.protocols.secagg.masks import UnmaskJob, unmask_job
 from secfl.protocols.secagg.messages import (
     SaAdvertiseKeys,
+    SaCheckedUnmaskRequest,
+    SaConsistencyRequest,
+    SaConsistencySignature,
     SaKeyRoster,
     SaMaskedInput,
     SaShareKeys,
@@ -59,6 +62,9 @@ class SecAggServer:
         self.s_shares: dict[int, list[tuple[int, np.ndarray]]] = {}
         self.requested: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
         self.answered: set[int] = set()
+        #: consistency check: client -> its signature of U3 (relayed to its neighbours unverified:
+        #: they verify it against the roster)
+        self.u3_signatures: dict[int, bytes] = {}
         self.excluded: dict[int, str] = {}
         #: each client's signature of its advertised keys (empty without a roster)
         self.signatures: dict[int, bytes] = {}
@@ -152,10 +158,27 @@ class SecAggServer:
     def dropped(self) -> set[int]:
         return self.active - self.masked
 
-    def unmask_request(self, v: int) -> bytes:
+    def consistency_request(self) -> bytes:
+        """The same request for every client of U3: U3 itself."""
+        return SaConsistencyRequest(self.round, self.id, tuple(sorted(self.masked))).to_bytes()
+
+    def on_consistency(self, v: int, data: bytes) -> None:
+        if v not in self.masked:
+            raise MalformedMessageError(f"client {v} is not in U3 of round {self.round}")
+        if v in self.u3_signatures:
+            raise DuplicateSenderError(f"client {v} already signed U3")
+        self.u3_signatures[v] = SaConsistencySignature.from_bytes(data, expect_round=self.round,
+                                                                  expect_sender=v).signature
+
+    def unmask_request(self, v: int, *, checked: bool = False) -> bytes:
         survivors = frozenset(self.graph[v] & self.masked)
         dropped = frozenset(self.graph[v] & self.dropped)
         self.requested[v] = (survivors, dropped)
+        if checked:
+            signers = tuple(sorted(u for u in self.graph[v] if u in self.u3_signatures))
+            return SaCheckedUnmaskRequest(self.round, self.id, tuple(sorted(survivors)), tuple(sorted(dropped)),
+                                          tuple(sorted(self.masked)), signers,
+                                          b"".join(self.u3_signatures[u] for u in signers)).to_bytes()
         return SaUnmaskRequest(self.round, self.id, tuple(sorted(survivors)), tuple(sorted(dropped))).to_bytes()
 
     def on_unmask_response(self, v: int, data: bytes) -> None:

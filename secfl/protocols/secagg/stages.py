@@ -11,7 +11,11 @@ its sender, recorded in :attr:`SecAggCoordinator.dropped`):
    clients left with fewer than ``t`` neighbours that shared.
 3. ``secagg.masked_input`` — to every remaining client: ``SA_SHARES_FORWARD`` (the sealed pairs
    addressed to it, relayed unopened) → ``SA_MASKED_INPUT``, added to the running sum as it arrives.
-4. ``secagg.unmask`` — to every client whose masked input was accepted: ``SA_UNMASK_REQUEST`` →
+4. ``secagg.consistency`` (only with ``consistency_check``) — to every client of U3 (masked input
+   accepted): ``SA_CONSISTENCY_REQUEST`` (U3) → ``SA_CONSISTENCY_SIGNATURE``. Only clients that
+   signed are asked to unmask.
+5. ``secagg.unmask`` — to every client whose masked input was accepted: ``SA_UNMASK_REQUEST``
+   (``SA_CHECKED_UNMASK_REQUEST``: plus U3 and the neighbours' signatures of it) →
    ``SA_UNMASK_RESPONSE``; with ``t`` shares per client the server removes every mask and decodes.
 
 Dropouts at any stage are survived as long as every surviving client keeps ``t`` answering
@@ -19,7 +23,8 @@ neighbours; otherwise the round ends with :class:`~secfl.errors.InsufficientQuor
 
 Security: as in :mod:`secfl.protocols.secagg` — the coordinator holds a :class:`SecAggServer`
 (public keys, sealed blobs, masked inputs, one kind of share per client) and nothing else.
-Without a PKI a relay that swaps public keys is outside this model (semi-honest server).
+With a federation roster, key advertisements are signed (a relay cannot swap keys); the
+consistency check keeps a malicious server from telling different clients different U3.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from secfl.protocols.network import server_id
 from secfl.protocols.parties import Coordinator, RoundRequest, Transport
 from secfl.protocols.secagg.options import (
     ADVERTISE_KEYS,
+    CONSISTENCY,
     MASKED_INPUT,
     SHARE_KEYS,
     SITE_STAGES,
@@ -113,8 +119,16 @@ class SecAggCoordinator(Coordinator):
                       srv.on_masked_input, self.dropped)
         if not srv.masked:
             raise ProtocolAbort(f"round {rnd}: no masked input was accepted")
-        # 4. unmask: one kind of share per client, from its neighbours
-        asked = {v: srv.unmask_request(v) for v in sorted(srv.masked)}
+        # 4. consistency check (option): every client of U3 signs U3; only signers unmask
+        checked = self.options.consistency_check
+        askable = sorted(srv.masked)
+        if checked:
+            u3 = srv.consistency_request()
+            self._collect(transport, CONSISTENCY, {v: u3 for v in askable}, srv.on_consistency,
+                          self.unmask_failures)
+            askable = sorted(srv.u3_signatures)
+        # 5. unmask: one kind of share per client, from its neighbours
+        asked = {v: srv.unmask_request(v, checked=checked) for v in askable}
         self._collect(transport, UNMASK, asked, srv.on_unmask_response, self.unmask_failures)
         total = srv.unmask(self.helpers)
         mean, total_weight, bound = encoder.decode(total, len(srv.masked))
