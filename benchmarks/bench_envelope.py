@@ -4,7 +4,8 @@ Across sites every request the server sends is signed with its identity key and 
 with the answering site's (:mod:`secfl.protocols.envelope`, Ed25519 through pycryptodome). This
 runs one experiment per (protocol, number of sites) in one process, every site its own object
 (:func:`secfl.runtime.federation.local_federation`), alternately *signed* and *unsigned*
-(A B A B ..., ``--repeats`` pairs), and reports per row: the median seconds of a round (total and
+(A B A B ..., ``--repeats`` pairs; ``secagg+check`` is ``secagg`` with its consistency check,
+whose cost is the difference between its row and ``secagg``'s), and reports per row: the median seconds of a round (total and
 the protocol's phases setup + protect + aggregate + reveal), the messages of a round, the bytes
 per client up and down, and the differences. Training is one epoch of a small MLP on synthetic
 data, so the protocol's share of a round is large and the envelope's cost is not hidden.
@@ -38,6 +39,8 @@ PROTOCOL_PHASES = ("setup", "protect", "aggregate", "reveal")
 
 def config(protocol: str, sites: int) -> ExperimentConfig:
     opts: dict[str, Any] = {}
+    if protocol == "secagg+check":  # secagg with the consistency check (one more exchange)
+        protocol, opts = "secagg", {"consistency_check": True}
     if protocol == "ckks-threshold":
         n = min(sites, 5)
         opts = {"quorum": [n // 2 + 1, n]}
@@ -100,7 +103,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sites", type=int, nargs="+", default=[10, 100])
-    ap.add_argument("--protocols", nargs="+", default=["plaintext", "additive", "secagg", "ckks", "ckks-threshold"])
+    ap.add_argument("--protocols", nargs="+", default=["plaintext", "additive", "secagg", "secagg+check", "ckks",
+                                                          "ckks-threshold"])
     ap.add_argument("--repeats", type=int, default=3, help="signed/unsigned pairs per row (medians)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_envelope.json"))
     args = ap.parse_args()

@@ -1,7 +1,8 @@
 """secfl — secure federated learning with measured cost and leakage.
 
 Public API: :func:`secure_mean` (one protocol round over real messages), :class:`Experiment`
-and :class:`ExperimentConfig` (full federated training runs), the protocol registry in
+and :class:`ExperimentConfig` (full federated training runs; :class:`StopRun` ends one early
+from its ``on_round`` callback), :func:`load_model` (the trained model a run saved), the protocol registry in
 :mod:`secfl.protocols`, and the typed errors in :mod:`secfl.errors`.
 """
 
@@ -27,6 +28,8 @@ __all__ = [
     "SecureMeanResult",
     "Experiment",
     "ExperimentConfig",
+    "StopRun",
+    "load_model",
     "SecFLError",
     "ConfigError",
     "InsecureParametersError",
@@ -39,8 +42,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The experiment runner pulls in torch; import it only when asked for.
-    if name in ("Experiment", "ExperimentConfig"):
-        from secfl.runtime import config, simulator
+    if name in ("Experiment", "ExperimentConfig", "StopRun", "load_model"):
+        from secfl.runtime import artifacts, config, simulator, stopping
 
-        return {"Experiment": simulator.Experiment, "ExperimentConfig": config.ExperimentConfig}[name]
+        return {"Experiment": simulator.Experiment, "ExperimentConfig": config.ExperimentConfig,
+                "StopRun": stopping.StopRun, "load_model": artifacts.load_model}[name]
     raise AttributeError(f"module 'secfl' has no attribute {name!r}")

@@ -12,7 +12,7 @@ from secfl.errors import ConfigError
 from secfl.fl.codec import ModelCodec
 from secfl.fl.models import ModelName, build_model
 
-SHAPES = {ModelName.LOGREG: (64,), ModelName.MLP: (64,), ModelName.CNN: (1, 8, 8)}
+SHAPES = {ModelName.LOGREG: (64,), ModelName.LINEAR: (64,), ModelName.MLP: (64,), ModelName.CNN: (1, 8, 8)}
 
 
 def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -75,7 +75,7 @@ def test_cnn_needs_image_shape(shape: tuple[int, ...]) -> None:
     (dict(input_shape=()), "input_shape"),
     (dict(input_shape=(0,)), "input_shape"),
     (dict(input_shape=(8.0,)), "input_shape"),
-    (dict(num_classes=1), "num_classes"),
+    (dict(num_classes=0), "num_classes"),
     (dict(num_classes=True), "num_classes"),
     (dict(seed=-1), "seed"),
     (dict(seed=1.5), "seed"),

@@ -103,8 +103,8 @@ def test_validation_errors() -> None:
         partition(y, 51, PartitionConfig(min_size=2), seed=0)
     with pytest.raises(ConfigError, match="shards_per_client"):
         partition(y, 40, PartitionConfig(kind=PartitionKind.SHARDS, shards_per_client=3, min_size=1), seed=0)
-    with pytest.raises(ConfigError, match="integer labels"):
-        partition(y.astype(float), 2, PartitionConfig(), seed=0)
+    with pytest.raises(ConfigError, match="skews labels"):  # regression targets: iid only
+        partition(y.astype(float), 2, PartitionConfig(kind=PartitionKind.DIRICHLET), seed=0)
     with pytest.raises(ConfigError, match="seed"):
         partition(y, 2, PartitionConfig(), seed=-1)
 

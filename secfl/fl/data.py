@@ -1,9 +1,16 @@
 """Datasets for federated simulations: loading, a stratified train/test split, standardization.
 
-Every loader returns a :class:`Dataset` with float32 inputs of shape ``(n, *input_shape)`` and
-int64 labels in ``0..num_classes-1``. Sources: scikit-learn's bundled ``breast-cancer`` and
-``digits`` (no download), a seeded ``synthetic`` problem, a user ``.npz`` file, or a directory
-of MNIST-style IDX files. Nothing here touches the network, imports torch or unpickles data.
+Every loader returns a :class:`Dataset` with float32 inputs of shape ``(n, *input_shape)`` and,
+for classification, int64 labels in ``0..num_classes-1``; for regression, float32 targets.
+Sources: scikit-learn's bundled ``breast-cancer``, ``digits`` and ``diabetes`` (regression; no
+download), a seeded ``synthetic`` classification problem and a seeded ``synthetic-linear``
+regression one, a user ``.npz`` file, or a directory of MNIST-style IDX files. Nothing here
+touches the network, imports torch or unpickles data.
+
+The task (:class:`Task`) is inferred from the labels unless given: integer labels mean
+classification, float targets regression; a given task is checked against them. Regression data
+is split at random (not stratified); its targets are not standardized (metrics stay in the
+data's units).
 
 Standardization is fitted on the training part only (:func:`fit_standardizer`) and then applied
 to both parts, so no statistic of the held-out test set reaches training. Tabular data gets a
@@ -26,6 +33,7 @@ import numpy as np
 from secfl.errors import ConfigError
 
 __all__ = [
+    "Task",
     "DatasetName",
     "DataConfig",
     "Dataset",
@@ -37,12 +45,22 @@ __all__ = [
 ]
 
 
+class Task(str, Enum):
+    """What the model predicts: class labels (cross-entropy) or real targets (mean squared error)."""
+
+    AUTO = "auto"
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
 class DatasetName(str, Enum):
     """Where the examples come from."""
 
     BREAST_CANCER = "breast-cancer"
     DIGITS = "digits"
     SYNTHETIC = "synthetic"
+    DIABETES = "diabetes"
+    SYNTHETIC_LINEAR = "synthetic-linear"
     NPZ = "npz"
     MNIST_IDX = "mnist-idx"
 
@@ -65,7 +83,10 @@ class DataConfig:
     ``path`` is required for ``npz`` (a ``.npz`` file with arrays ``x`` and ``y``, optionally
     ``x_test`` and ``y_test``) and ``mnist-idx`` (a directory of IDX files), and must be unset
     otherwise. ``test_fraction`` is the stratified held-out share; it is ignored when the source
-    ships its own test set. The ``synthetic_*`` fields only matter for ``synthetic``.
+    ships its own test set. The ``synthetic_*`` fields only matter for ``synthetic`` (and
+    ``synthetic_samples``, ``synthetic_features`` and ``synthetic_noise`` for ``synthetic-linear``:
+    ``y = x·w + b + noise``, with ``w``, ``b`` drawn from the seed and Gaussian noise of standard
+    deviation ``synthetic_noise``).
     """
 
     name: DatasetName = DatasetName.BREAST_CANCER
@@ -75,6 +96,7 @@ class DataConfig:
     synthetic_samples: int = 2000
     synthetic_features: int = 20
     synthetic_classes: int = 2
+    synthetic_noise: float = 0.1
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, DatasetName):
@@ -98,6 +120,10 @@ class DataConfig:
         object.__setattr__(self, "test_fraction", float(tf))
         if not isinstance(self.standardize, bool):
             raise ConfigError(f"standardize must be a bool, got {self.standardize!r}")
+        noise = self.synthetic_noise
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
+            raise ConfigError(f"synthetic_noise must be a finite float >= 0, got {noise!r}")
+        object.__setattr__(self, "synthetic_noise", float(noise))
         classes = _check_int("synthetic_classes", self.synthetic_classes, 2)
         features = _check_int("synthetic_features", self.synthetic_features, 1)
         _check_int("synthetic_samples", self.synthetic_samples, 4 * classes)
@@ -156,7 +182,8 @@ def fit_standardizer(x_train: np.ndarray, per_feature: bool = True) -> Standardi
 @dataclass(frozen=True, eq=False)  # arrays: compare fields explicitly, not with ==
 class Dataset:
     """A prepared dataset: ``x_*`` float32 of shape ``(n, *input_shape)``, ``y_*`` int64 in
-    ``0..num_classes-1``. ``standardizer`` is what was fitted on the training inputs (None when
+    ``0..num_classes-1`` (classification) or float32 targets (regression, ``num_classes`` 1: the
+    model's one output). ``standardizer`` is what was fitted on the training inputs (None when
     standardization is off)."""
 
     name: str
@@ -167,6 +194,12 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]
     standardizer: Standardizer | None = None
+    task: Task = Task.CLASSIFICATION
+
+    @property
+    def num_outputs(self) -> int:
+        """How many outputs the model needs: one logit per class, or one value (regression)."""
+        return 1 if self.task is Task.REGRESSION else self.num_classes
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,6 +226,16 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     rank = np.arange(y.size) - starts[group]
     is_test = rank < n_test[group]
     return np.sort(order[~is_test]).astype(np.int64), np.sort(order[is_test]).astype(np.int64)
+
+
+def random_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded uniform split of ``0..n-1`` -> sorted int64 ``(train_idx, test_idx)`` with
+    ``round(n * test_fraction)`` test examples (at least one each side): for regression targets."""
+    if n < 2:
+        raise ConfigError(f"need at least 2 examples to split, got {n}")
+    n_test = min(max(1, int(np.floor(n * test_fraction + 0.5))), n - 1)
+    perm = np.random.default_rng(_check_int("seed", seed, 0)).permutation(n)
+    return np.sort(perm[n_test:]).astype(np.int64), np.sort(perm[:n_test]).astype(np.int64)
 
 
 def _class_quotas(counts: np.ndarray, fraction: float) -> np.ndarray:
@@ -322,8 +365,11 @@ def _npz_arrays(path: str, x_key: str, y_key: str,
                           f"pickle ({exc}); store plain numeric arrays") from exc
     if x.dtype.kind not in "biuf":
         raise ConfigError(f"{path}: {x_key!r} must be numeric, got dtype {x.dtype}")
-    if y.dtype.kind not in "iu":
-        raise ConfigError(f"{path}: {y_key!r} must hold integer labels, got dtype {y.dtype}")
+    if y.dtype.kind not in "iuf":
+        raise ConfigError(f"{path}: {y_key!r} must hold integer class labels or float regression targets, got"
+                          f" dtype {y.dtype}")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ConfigError(f"{path}: {y_key!r} holds NaN or inf")
     if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or y.shape[0] == 0:
         raise ConfigError(f"{path}: need {x_key!r} of shape (n, ...) with ndim >= 2 and "
                           f"{y_key!r} of shape (n,), n >= 1; got {x.shape} and {y.shape}")
@@ -383,6 +429,15 @@ def _load_builtin(cfg: DataConfig, seed: int) -> _Raw:
         bunch = skd.load_digits()
         x = (bunch.images.astype(np.float32) / np.float32(16.0))[:, None, :, :]
         return _Raw(x, bunch.target, None, None, image=True)
+    if cfg.name is DatasetName.DIABETES:  # 442 patients, 10 features, disease progression after a year
+        bunch = skd.load_diabetes()
+        return _Raw(bunch.data.astype(np.float32), bunch.target.astype(np.float32), None, None, image=False)
+    if cfg.name is DatasetName.SYNTHETIC_LINEAR:
+        gen = np.random.default_rng(np.random.SeedSequence([seed, 0x11AE]))
+        x = gen.standard_normal((cfg.synthetic_samples, cfg.synthetic_features))
+        w, b = gen.standard_normal(cfg.synthetic_features), float(gen.standard_normal())
+        y = x @ w + b + cfg.synthetic_noise * gen.standard_normal(cfg.synthetic_samples)
+        return _Raw(x.astype(np.float32), y.astype(np.float32), None, None, image=False)
     rs = np.random.RandomState(np.random.MT19937(np.random.SeedSequence([seed, 0x5EED])))
     x, y = skd.make_classification(
         n_samples=cfg.synthetic_samples, n_features=cfg.synthetic_features,
@@ -392,9 +447,28 @@ def _load_builtin(cfg: DataConfig, seed: int) -> _Raw:
     return _Raw(x.astype(np.float32), y, None, None, image=False)
 
 
-def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
-    """Load ``cfg.name``, remap labels to ``0..K-1``, split (seeded, stratified) unless the
-    source has its own test set, and standardize with statistics of the training part only."""
+def _task_of(raw: _Raw, task: Task | str, source: str) -> Task:
+    """The task the labels support: ``task`` checked, or inferred (float targets: regression)."""
+    try:
+        task = Task(task)
+    except ValueError:
+        raise ConfigError(f"task: unknown {task!r}; allowed: {', '.join(t.value for t in Task)}") from None
+    ys = [raw.y] if raw.y_test is None else [raw.y, raw.y_test]
+    floats = any(y.dtype.kind == "f" for y in ys)
+    if task is Task.AUTO:
+        return Task.REGRESSION if floats else Task.CLASSIFICATION
+    if task is Task.CLASSIFICATION and floats and not all(np.all(y == np.round(y)) for y in ys):
+        raise ConfigError(f"task = 'classification', but dataset {source!r} has non-integer targets (e.g."
+                          f" {next(float(v) for y in ys for v in y.ravel() if v != round(float(v)))}); set task ="
+                          " 'regression' or leave it unset")
+    return task
+
+
+def load_dataset(cfg: DataConfig, seed: int, task: Task | str = Task.AUTO) -> Dataset:
+    """Load ``cfg.name``; for classification remap labels to ``0..K-1`` and split (seeded,
+    stratified), for regression split at random, unless the source has its own test set; then
+    standardize the inputs with statistics of the training part only. ``task``: see :class:`Task`
+    (``auto``: from the labels)."""
     if not isinstance(cfg, DataConfig):
         raise ConfigError(f"cfg must be a DataConfig, got {type(cfg).__name__}")
     seed = _check_int("seed", seed, 0)
@@ -404,6 +478,9 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         raw = _load_mnist_idx(str(cfg.path))
     else:
         raw = _load_builtin(cfg, seed)
+    kind = _task_of(raw, task, cfg.name.value)
+    if kind is Task.REGRESSION:
+        return _regression(cfg, raw, seed)
 
     y_all = raw.y if raw.y_test is None else np.concatenate([raw.y, raw.y_test])
     classes, y_all = np.unique(y_all, return_inverse=True)
@@ -432,3 +509,21 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         input_shape=tuple(int(d) for d in x_train.shape[1:]),
         standardizer=standardizer,
     )
+
+
+def _regression(cfg: DataConfig, raw: _Raw, seed: int) -> Dataset:
+    y_all = (raw.y if raw.y_test is None else np.concatenate([raw.y, raw.y_test])).astype(np.float32).reshape(-1)
+    if raw.x_test is None:
+        train_idx, test_idx = random_split(y_all.size, cfg.test_fraction, seed)
+        x_train, y_train, x_test, y_test = raw.x[train_idx], y_all[train_idx], raw.x[test_idx], y_all[test_idx]
+    else:
+        n = raw.y.shape[0]
+        x_train, y_train, x_test, y_test = raw.x, y_all[:n], raw.x_test, y_all[n:]
+    standardizer = None
+    if cfg.standardize:
+        standardizer = fit_standardizer(x_train, per_feature=not raw.image)
+        x_train, x_test = standardizer.apply(x_train), standardizer.apply(x_test)
+    return Dataset(name=cfg.name.value, x_train=np.ascontiguousarray(x_train, dtype=np.float32), y_train=y_train,
+                   x_test=np.ascontiguousarray(x_test, dtype=np.float32), y_test=y_test, num_classes=1,
+                   input_shape=tuple(int(d) for d in x_train.shape[1:]), standardizer=standardizer,
+                   task=Task.REGRESSION)

@@ -11,6 +11,10 @@ example, each at least ``min_size`` long) and deterministic for a seed:
   into ``num_clients * shards_per_client`` contiguous shards of unequal sizes (log-normal
   weights with ``size_skew``), and each client receives ``shards_per_client`` of them.
 
+``sizes = [n_1, ..., n_K]`` (with ``iid``) gives client k exactly ``n_k`` examples, drawn at
+random; examples beyond ``sum(sizes)`` are left out (they go to no client). Regression targets
+(float ``y``) take ``iid`` only: label skew needs classes.
+
 Clients that end up below ``min_size`` are topped up with random examples taken from the
 largest clients, so the guarantee holds without rejection sampling. Randomness comes from
 numpy's generator seeded by ``seed``: the split is not security-relevant.
@@ -58,13 +62,15 @@ def _check_float(name: str, value: object, *, positive: bool) -> float:
 @dataclass(frozen=True)
 class PartitionConfig:
     """Partition scheme and its parameters (``alpha``: dirichlet; ``shards_per_client``:
-    shards; ``size_skew``: iid and shard sizes; ``min_size``: all)."""
+    shards; ``size_skew``: iid and shard sizes; ``min_size``: all; ``sizes``: exact client
+    sizes, iid only, replacing ``size_skew`` and ``min_size``)."""
 
     kind: PartitionKind = PartitionKind.IID
     alpha: float = 0.5
     shards_per_client: int = 2
     size_skew: float = 0.5
     min_size: int = 2
+    sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, PartitionKind):
@@ -79,6 +85,15 @@ class PartitionConfig:
         object.__setattr__(self, "shards_per_client",
                            _check_int("shards_per_client", self.shards_per_client, 1))
         object.__setattr__(self, "min_size", _check_int("min_size", self.min_size, 1))
+        if self.sizes is not None:
+            if isinstance(self.sizes, (str, bytes)) or not hasattr(self.sizes, "__iter__"):
+                raise ConfigError(f"partition.sizes must be a list of client sizes, got {self.sizes!r}")
+            sizes = tuple(_check_int("partition.sizes[i]", v, 1) for v in self.sizes)
+            if not sizes:
+                raise ConfigError("partition.sizes must name at least one client size")
+            if self.kind is not PartitionKind.IID:
+                raise ConfigError(f"partition.sizes works with kind = 'iid' only, not {self.kind.value!r}")
+            object.__setattr__(self, "sizes", sizes)
 
 
 def _allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
@@ -157,11 +172,16 @@ def partition(y: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int) 
     if not isinstance(cfg, PartitionConfig):
         raise ConfigError(f"cfg must be a PartitionConfig, got {type(cfg).__name__}")
     y = np.asarray(y)
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise ConfigError(f"y must be a 1-D array of integer labels, got {y.dtype} {y.shape}")
+    if y.ndim != 1 or y.dtype.kind not in "iuf":
+        raise ConfigError(f"y must be a 1-D array of labels or targets, got {y.dtype} {y.shape}")
     k = _check_int("num_clients", num_clients, 1)
     seed = _check_int("seed", seed, 0)
     n = y.size
+    if cfg.sizes is not None:
+        return _exact(n, k, cfg.sizes, seed)
+    if y.dtype.kind == "f" and cfg.kind is not PartitionKind.IID:
+        raise ConfigError(f"partition.kind = {cfg.kind.value!r} skews labels, which regression targets do not"
+                          " have: use kind = 'iid' (with size_skew or sizes)")
     if k * cfg.min_size > n:
         raise ConfigError(f"num_clients * min_size = {k} * {cfg.min_size} = {k * cfg.min_size} "
                           f"exceeds the {n} training examples")
@@ -177,3 +197,14 @@ def partition(y: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int) 
     order = np.argsort(owner, kind="stable")  # stable: indices ascending within each client
     bounds = np.cumsum(np.bincount(owner, minlength=k))[:-1]
     return [part.astype(np.int64) for part in np.split(order, bounds)]
+
+
+def _exact(n: int, k: int, sizes: tuple[int, ...], seed: int) -> list[np.ndarray]:
+    """Client j gets exactly ``sizes[j]`` random examples; the rest go to nobody."""
+    if len(sizes) != k:
+        raise ConfigError(f"partition.sizes names {len(sizes)} clients, the experiment has clients = {k}")
+    if sum(sizes) > n:
+        raise ConfigError(f"partition.sizes asks for {sum(sizes)} examples, the training set has {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    bounds = np.cumsum(sizes)[:-1]
+    return [np.sort(part).astype(np.int64) for part in np.split(perm[: sum(sizes)], bounds)]

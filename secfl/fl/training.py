@@ -1,7 +1,8 @@
 """Clients' local training (FedAvg / FedProx) and evaluation on flat model vectors.
 
 A client receives the global model as a flat vector (:class:`~secfl.fl.codec.ModelCodec`),
-trains ``epochs`` passes of minibatch SGD or Adam with cross-entropy on its own data, and
+trains ``epochs`` passes of minibatch SGD or Adam on its own data — cross-entropy for
+classification, mean squared error for regression (:class:`~secfl.fl.data.Task`) — and
 returns its update ``local - global`` as a float32 vector. Each call builds a fresh optimizer
 (clients keep no optimizer state between rounds).
 
@@ -28,6 +29,7 @@ from torch import nn
 
 from secfl.errors import ConfigError
 from secfl.fl.codec import ModelCodec
+from secfl.fl.data import Task
 
 __all__ = [
     "OptimizerName",
@@ -37,6 +39,7 @@ __all__ = [
     "select_device",
     "local_train",
     "evaluate",
+    "evaluate_metrics",
 ]
 
 
@@ -147,24 +150,36 @@ def select_device(choice: DeviceChoice | str = DeviceChoice.AUTO) -> torch.devic
     return torch.device(device.value)
 
 
-def _check_data(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_data(x: np.ndarray, y: np.ndarray, task: Task = Task.CLASSIFICATION) -> tuple[np.ndarray, np.ndarray]:
     x_arr, y_arr = np.asarray(x), np.asarray(y)
     if x_arr.ndim < 1 or y_arr.ndim != 1 or x_arr.shape[0] != y_arr.shape[0]:
         raise ConfigError(f"x, y: need x of shape (N, ...) and y of shape (N,), got {x_arr.shape} "
                           f"and {y_arr.shape}")
     if y_arr.shape[0] == 0:
         raise ConfigError("x, y: the dataset is empty")
-    if not np.issubdtype(y_arr.dtype, np.integer) or y_arr.min() < 0:
-        raise ConfigError(f"y: must hold non-negative integer class labels, got dtype {y_arr.dtype}")
+    if task is Task.REGRESSION:
+        if not np.issubdtype(y_arr.dtype, np.number) or not np.isfinite(y_arr).all():
+            raise ConfigError("y: regression targets must be finite real numbers")
+    elif not np.issubdtype(y_arr.dtype, np.integer) or y_arr.min() < 0:
+        raise ConfigError(f"y: must hold non-negative integer class labels (task = 'classification'), got dtype"
+                          f" {y_arr.dtype}; float targets need task = 'regression'")
     if not np.issubdtype(x_arr.dtype, np.number) or not np.isfinite(x_arr).all():
         raise ConfigError("x: must be finite real numbers")
     return x_arr, y_arr
 
 
-def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device,
+               task: Task = Task.CLASSIFICATION) -> tuple[torch.Tensor, torch.Tensor]:
     xt = torch.as_tensor(x, dtype=torch.float32).to(device)
-    yt = torch.as_tensor(y, dtype=torch.int64).to(device)
+    yt = torch.as_tensor(y, dtype=torch.float32 if task is Task.REGRESSION else torch.int64).to(device)
     return xt, yt
+
+
+def _loss(task: Task, out: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on logits, or squared error of the model's single output."""
+    if task is Task.REGRESSION:
+        return F.mse_loss(out.reshape(-1), target, reduction=reduction)
+    return F.cross_entropy(out, target, reduction=reduction)
 
 
 def _acc_dtype(device: torch.device) -> torch.dtype:
@@ -195,9 +210,11 @@ def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim
 
 
 def local_train(model: nn.Module, codec: ModelCodec, global_vector: np.ndarray, x: np.ndarray,
-                y: np.ndarray, cfg: TrainConfig, seed: int, device: torch.device) -> LocalResult:
+                y: np.ndarray, cfg: TrainConfig, seed: int, device: torch.device,
+                task: Task = Task.CLASSIFICATION) -> LocalResult:
     """Load ``global_vector`` into ``model`` (moved to ``device`` in place), train ``cfg.epochs``
-    over ``(x, y)`` and return ``update = codec.to_vector(model) - global_vector``.
+    over ``(x, y)`` and return ``update = codec.to_vector(model) - global_vector``. A batch size
+    at least the client's size is full-batch gradient descent.
 
     Minibatches are reshuffled each epoch by a ``torch.Generator`` seeded with ``seed``; the
     model's training mode is restored afterwards.
@@ -206,12 +223,13 @@ def local_train(model: nn.Module, codec: ModelCodec, global_vector: np.ndarray, 
         raise ConfigError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed: must be an int in [0, 2**63), got {seed!r}")
-    x_arr, y_arr = _check_data(x, y)
+    task = Task(task)
+    x_arr, y_arr = _check_data(x, y, task)
     start = time.perf_counter()
     model.to(device)
     codec.load_vector(model, global_vector)
     base = np.asarray(global_vector, dtype=np.float32)
-    xt, yt = _to_device(x_arr, y_arr, device)
+    xt, yt = _to_device(x_arr, y_arr, device, task)
     n = yt.shape[0]
 
     named = dict(model.named_parameters())
@@ -239,7 +257,7 @@ def local_train(model: nn.Module, codec: ModelCodec, global_vector: np.ndarray, 
                 for begin in range(0, n, cfg.batch_size):
                     idx = order[begin:begin + cfg.batch_size]
                     optimizer.zero_grad(set_to_none=True)
-                    loss = F.cross_entropy(model(xt[idx]), yt[idx])
+                    loss = _loss(task, model(xt[idx]), yt[idx])
                     loss_sum += loss.detach().to(loss_sum.dtype) * idx.shape[0]
                     if prox_terms:
                         prox = sum(((p - g) ** 2).sum() for p, g in prox_terms)
@@ -256,28 +274,52 @@ def local_train(model: nn.Module, codec: ModelCodec, global_vector: np.ndarray, 
 
 def evaluate(model: nn.Module, codec: ModelCodec, vector: np.ndarray, x: np.ndarray, y: np.ndarray,
              device: torch.device, batch_size: int = 1024) -> tuple[float, float]:
-    """``(accuracy, mean cross-entropy)`` of the model given by ``vector`` on ``(x, y)``.
+    """``(accuracy, mean cross-entropy)`` of the classifier given by ``vector`` on ``(x, y)``
+    (:func:`evaluate_metrics` for either task)."""
+    m = evaluate_metrics(model, codec, vector, x, y, device, Task.CLASSIFICATION, batch_size)
+    return m["accuracy"], m["loss"]
+
+
+def evaluate_metrics(model: nn.Module, codec: ModelCodec, vector: np.ndarray, x: np.ndarray, y: np.ndarray,
+                     device: torch.device, task: Task = Task.CLASSIFICATION,
+                     batch_size: int = 1024) -> dict[str, float]:
+    """Metrics of the model given by ``vector`` on ``(x, y)``: ``accuracy`` and ``loss`` (mean
+    cross-entropy) for classification; ``mse`` (= ``loss``), ``mae`` and ``r2`` (1 − SSE / SST,
+    SST around the mean of ``y``; 0 when ``y`` is constant) for regression.
 
     Loads ``vector`` into ``model`` (moved to ``device``), runs it in eval mode without
     gradients, and restores its training mode.
     """
+    task = Task(task)
     batch = _int("batch_size", batch_size, 1)
-    x_arr, y_arr = _check_data(x, y)
+    x_arr, y_arr = _check_data(x, y, task)
     model.to(device)
     codec.load_vector(model, vector)
-    xt, yt = _to_device(x_arr, y_arr, device)
+    xt, yt = _to_device(x_arr, y_arr, device, task)
     n = yt.shape[0]
+    acc = _acc_dtype(device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=_acc_dtype(device), device=device)
+    loss_sum = torch.zeros((), dtype=acc, device=device)
+    abs_sum = torch.zeros((), dtype=acc, device=device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for begin in range(0, n, batch):
-                logits = model(xt[begin:begin + batch])
+                out = model(xt[begin:begin + batch])
                 target = yt[begin:begin + batch]
-                loss_sum += F.cross_entropy(logits, target, reduction="sum").to(loss_sum.dtype)
-                correct += (logits.argmax(dim=1) == target).sum()
+                loss_sum += _loss(task, out, target, "sum").to(acc)
+                if task is Task.REGRESSION:
+                    abs_sum += (out.reshape(-1) - target).abs().sum().to(acc)
+                else:
+                    correct += (out.argmax(dim=1) == target).sum()
     finally:
         model.train(was_training)
-    return int(correct.item()) / n, float(loss_sum.item()) / n
+    if task is Task.CLASSIFICATION:
+        return {"accuracy": int(correct.item()) / n, "loss": float(loss_sum.item()) / n}
+    mse = float(loss_sum.item()) / n
+    y64 = y_arr.astype(np.float64)
+    sst = float(np.square(y64 - y64.mean()).sum())
+    sse = mse * n
+    r2 = 1.0 - sse / sst if sst > 0 else 0.0
+    return {"mse": mse, "mae": float(abs_sum.item()) / n, "r2": r2, "loss": mse}

@@ -16,7 +16,8 @@ only blunts it). It is declared once, in :data:`SUBTRACTION`, and applies to all
 declarations (a test checks the committed table against it). ``secfl threats`` measures the same
 question by running attacks on each coalition's recorded view, and reports both.
 
-This module is plain data and arithmetic: no torch, no protocol imports.
+This module is plain data and arithmetic: no torch, no protocol imports (``secagg``'s default
+threshold comes from its options module, imported where it is needed).
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ class Exposure:
     revealed: str
     dropouts: str
     roles: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    #: what stops an active (malicious) server or relay, in words (issue 12; spec: "Active adversaries")
+    active: str = ""
 
     def readers(self) -> str:
         """Who can read an individual update, in words, generated from :attr:`breaches`."""
@@ -182,31 +185,38 @@ EXPOSURES: dict[str, Exposure] = {
         Exposure(
             "plaintext", "plaintext.md",
             (Breach(Coalition(servers=1), note="every update arrives in the clear"),),
-            "every update", "free"),
+            "every update", "free",
+            active="nothing to protect from the server; a relay cannot alter an update (envelopes)"),
         Exposure(
             "ckks", "ckks.md",
             (Breach(Coalition(servers=1, clients=1), note="every client holds the secret key; the server holds "
                     "every ciphertext"),
              Breach(Coalition(servers=1, members=1), note="the key holder decrypts what the server passes it")),
             "aggregate to key holders", "free",
-            {"clients": ("any one client", "clients"), "members": ("the key holder", "key holders")}),
+            {"clients": ("any one client", "clients"), "members": ("the key holder", "key holders")},
+            "signed hello and provisioning keys; grid decoding leaves no noise to recover the key from"),
         Exposure(
             "ckks-threshold", "ckks_threshold.md",
             (Breach(Coalition(servers=1, members="t"), note="t key shares decrypt any ciphertext the server "
                     "holds"),),
             "aggregate, via t partial decryptions", "clients free; up to n−t quorum members",
-            {"members": ("a quorum member", "quorum members")}),
+            {"members": ("a quorum member", "quorum members")},
+            "signed member keys and collective key; members decrypt only the re-added sum of client-signed "
+            "uploads"),
         Exposure(
             "additive", "additive.md",
             (Breach(Coalition(servers="S"), note="the S shares sum to the update"),),
             "aggregate", "free",
-            {"servers": ("an aggregation server", "aggregation servers")}),
+            {"servers": ("an aggregation server", "aggregation servers")},
+            "signed server keys: a swapped key is refused"),
         Exposure(
             "secagg", "secagg.md",
             (Breach(Coalition(servers=1, clients="t"), note="t neighbours' shares rebuild the mask key; the "
                     "server unmasks the stored input"),),
             "aggregate", "up to the Shamir threshold, at any stage",
-            {"clients": ("a neighbour of the client", "of the client's neighbours")}),
+            {"clients": ("a neighbour of the client", "of the client's neighbours")},
+            "signed round keys; optional consistency check: a server that tells clients different survivor "
+            "sets is refused"),
     )
 }
 
@@ -236,7 +246,8 @@ def individual_update_exposed(protocol: str, coalition: Coalition, deployment: D
     """Whether ``coalition`` can read one client's update under ``protocol``.
 
     ``deployment`` defaults to 10 clients with the protocol's usual shape (2 servers for
-    ``additive``; t = 3 of 5 members for ``ckks-threshold``; t = 5 for ``secagg``).
+    ``additive``; t = 3 of 5 members for ``ckks-threshold``; for ``secagg`` the threshold its
+    threat model derives: t = 5 of k = 9 at 10 clients).
     """
     dep = deployment if deployment is not None else default_deployment(protocol, 10)
     return exposing_breach(protocol, coalition, dep) is not None
@@ -251,14 +262,12 @@ def default_deployment(protocol: str, clients: int) -> Deployment:
         return Deployment(clients, members=1, threshold=1)
     if protocol == "ckks-threshold":
         return Deployment(clients, members=5, threshold=3)
-    if protocol == "secagg":  # SecAgg+ defaults: k = min(2·ceil(log2 n), n − 1) neighbours, t = floor(k/2) + 1
-        k = min(2 * _ceil_log2(clients), clients - 1)
-        return Deployment(clients, threshold=k // 2 + 1)
+    if protocol == "secagg":  # the SecAgg+ graph the protocol derives from its default threat model
+        from secfl.protocols.secagg.options import SecAggOptions
+
+        _, t = SecAggOptions().graph_parameters(clients)
+        return Deployment(clients, threshold=t)
     return Deployment(clients)
-
-
-def _ceil_log2(n: int) -> int:
-    return max(0, (n - 1).bit_length())
 
 
 _DEFAULT_ROLES = {"servers": ("the server", "servers"), "clients": ("1 client", "clients"),
@@ -288,21 +297,25 @@ def exposure_table(protocols: tuple[str, ...] | None = None) -> str:
     """The Markdown table of ``protocols/README.md``, generated from :data:`EXPOSURES`.
 
     Columns: name, spec, who can read an individual update (the declared breaches, in words),
-    what is revealed, dropouts; a closing line states the subtraction breach common to all.
+    what is revealed, dropouts, what stops an active server or relay; a closing line states the
+    subtraction breach common to all.
     """
     names = protocols if protocols is not None else tuple(EXPOSURES)
     lines = [
-        "| name | spec | who can read an individual update | revealed | dropouts |",
-        "|---|---|---|---|---|",
+        "| name | spec | who can read an individual update | revealed | dropouts | against an active server or relay |",
+        "|---|---|---|---|---|---|",
     ]
     for name in names:
         e = exposure(name)
-        lines.append(f"| `{name}` | [{e.spec}]({e.spec}) | {e.readers()} | {e.revealed} | {e.dropouts} |")
+        lines.append(f"| `{name}` | [{e.spec}]({e.spec}) | {e.readers()} | {e.revealed} | {e.dropouts} | {e.active} |")
     lines.append("")
     lines.append(f"Every protocol, in addition: {_coalition_words(SUBTRACTION.coalition, {})} (with or without "
                  f"the server) isolate the last client's update: they {SUBTRACTION.note}. "
                  "Differential-privacy noise that each client adds before protecting its update blunts this. "
-                 "`secfl threats` measures every row with real attacks on the recorded views.")
+                 "`secfl threats` measures every row with real attacks on the recorded views. Across sites every "
+                 "message is signed end to end (`secfl.protocols.envelope`): a relay that alters, redirects or "
+                 "replays one drops its sender, and every revealed mean is checked against the clipping range; "
+                 "`secfl threats --active` runs each active attack and reports it recovered or refused.")
     return "\n".join(lines)
 
 

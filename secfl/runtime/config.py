@@ -3,7 +3,9 @@
 TOML layout (every key optional; defaults below)::
 
     protocol = "ckks"          # plaintext | ckks | ckks-threshold | additive | secagg
-    model = "logreg"           # logreg | mlp | cnn
+    task = "auto"              # auto (from the labels) | classification | regression
+    model = "logreg"           # logreg | linear | mlp | cnn | "pkg.module:Factory", or a table:
+                               # [model] name = "mlp", hidden = [64, 64]  (secfl.fl.models.ModelSpec)
     clients = 10
     rounds = 20
     seed = 0
@@ -17,6 +19,7 @@ TOML layout (every key optional; defaults below)::
     [data]        # secfl.fl.data.DataConfig: name, path, test_fraction, standardize, ...
     [partition]   # secfl.fl.partition.PartitionConfig: kind, alpha, shards_per_client, size_skew, min_size
     [train]       # secfl.fl.training.TrainConfig: epochs, batch_size, lr, optimizer, momentum, weight_decay, prox_mu
+    [stop]        # metric ("" = run all rounds) | accuracy | loss | mse | mae | r2, patience, min_delta
     [dp]          # epsilon (0 = off), delta, noise_multiplier, mode = distributed | central,
                   # mechanism = auto | gaussian | discrete-gaussian | skellam, min_honest (0 = auto)
     [protocol_options]   # options of the chosen protocol (see `secfl info`)
@@ -37,12 +40,13 @@ from types import MappingProxyType
 from typing import Any
 
 from secfl.errors import ConfigError
-from secfl.fl.data import DataConfig
-from secfl.fl.models import ModelName
+from secfl.fl.data import DataConfig, Task
+from secfl.fl.models import ModelSpec
 from secfl.fl.partition import PartitionConfig
 from secfl.fl.training import DeviceChoice, TrainConfig
 from secfl.protocols import PROTOCOLS
 from secfl.runtime.privacy import DPSettings
+from secfl.runtime.stopping import StopConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,7 +56,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = ["ExperimentConfig", "load_toml", "dump_toml", "apply_overrides"]
 
 _SECTIONS: dict[str, type[Any]] = {
-    "data": DataConfig, "partition": PartitionConfig, "train": TrainConfig, "dp": DPSettings}
+    "data": DataConfig, "partition": PartitionConfig, "train": TrainConfig, "dp": DPSettings, "stop": StopConfig}
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ class ExperimentConfig:
     """A whole federated experiment. Validated on construction; strings coerced to Enums."""
 
     protocol: str = "ckks"
-    model: ModelName = ModelName.LOGREG
+    model: ModelSpec = field(default_factory=ModelSpec)
+    task: Task = Task.AUTO
     clients: int = 10
     rounds: int = 20
     seed: int = 0
@@ -74,13 +79,15 @@ class ExperimentConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dp: DPSettings = field(default_factory=DPSettings)
+    stop: StopConfig = field(default_factory=StopConfig)
     protocol_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"protocol: unknown {self.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
-        s(self, "model", _enum(ModelName, "model", self.model))
+        s(self, "model", ModelSpec.of(self.model))
+        s(self, "task", _enum(Task, "task", self.task))
         s(self, "device", _enum(DeviceChoice, "device", self.device))
         for name, low in (("clients", 1), ("rounds", 1), ("workers", 1), ("seed", 0)):
             v = getattr(self, name)
@@ -106,11 +113,21 @@ class ExperimentConfig:
         return _section(cls, "config", values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/TOML-ready dict (Enums as their values, None dropped)."""
-        return _plain(self)
+        """Plain JSON/TOML-ready dict (Enums as their values, None dropped; the model as its
+        name when it has no options, else as a table of the options that differ)."""
+        out = _plain(self)
+        out["model"] = _model_plain(self.model)
+        return out
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _model_plain(spec: ModelSpec) -> str | dict[str, Any]:
+    base = ModelSpec(name=spec.name)
+    changed = {f.name: _plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)
+               if f.name != "name" and getattr(spec, f.name) != getattr(base, f.name)}
+    return spec.name if not changed else {"name": spec.name, **changed}
 
 
 def _enum(cls: type[Enum], name: str, value: Any) -> Any:
@@ -177,6 +194,9 @@ def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
         node = out
         for p in parts[:-1]:
             nxt = node.get(p)
+            if isinstance(nxt, str) and node is out and p == "model":  # model = "mlp" gains options
+                nxt = {"name": nxt}
+                node[p] = nxt
             if not isinstance(nxt, dict):
                 nxt = {}
                 node[p] = nxt
@@ -194,6 +214,8 @@ def _toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):  # an inline table (a table inside a table)
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise ConfigError(f"cannot write {type(v).__name__} to TOML")
 
 

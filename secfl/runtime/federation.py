@@ -38,9 +38,9 @@ from secfl.errors import ConfigError, MalformedMessageError, ProtocolAbort, SecF
 from secfl.fl.codec import ModelCodec
 from secfl.fl.data import Dataset, load_dataset
 from secfl.fl.fedavg import ModelBroadcast, apply_mean, sample_clients
-from secfl.fl.models import build_model
+from secfl.fl.models import build_model, check_model_fits
 from secfl.fl.partition import partition
-from secfl.fl.training import evaluate, local_train, select_device
+from secfl.fl.training import evaluate_metrics, local_train, select_device
 from secfl.protocols import Protocol, RoundSpec, make_protocol
 from secfl.protocols.envelope import ServerEnvelopes, SignedParty, SignedTransport, SiteEnvelopes
 from secfl.protocols.network import Network, server_id
@@ -48,7 +48,8 @@ from secfl.protocols.parties import ClientParty, Party, Transport
 from secfl.protocols.wire import Message, MsgType, Reader, Writer
 from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.results import ExperimentResult, RoundRecord
-from secfl.runtime.simulator import client_seed, protocol_options, protocol_report, single_thread
+from secfl.runtime.simulator import client_seed, finish_result, protocol_options, protocol_report, single_thread
+from secfl.runtime.stopping import EarlyStopping
 
 __all__ = ["TRAIN_STAGE", "TrainDone", "Site", "FederationServer", "site_roles", "TimedTransport",
            "LocalFederation", "local_federation"]
@@ -117,7 +118,8 @@ class Site:
         if not 0 <= site < cfg.clients:
             raise ConfigError(f"site id {site} is out of range: this federation has sites 0..{cfg.clients - 1}")
         self.cfg, self.site = cfg, site
-        full = load_dataset(cfg.data, cfg.seed)
+        full = load_dataset(cfg.data, cfg.seed, cfg.task)
+        self.task = full.task
         sizes: list[int] | None
         if data is None:
             parts = partition(full.y_train, cfg.clients, cfg.partition, cfg.seed)
@@ -128,12 +130,15 @@ class Site:
             if data.input_shape != full.input_shape:
                 raise ConfigError(f"site {site}: its data has samples of shape {data.input_shape}, the federation's"
                                   f" model takes {full.input_shape}")
-            if data.num_classes > full.num_classes:
+            if data.task is not full.task:
+                raise ConfigError(f"site {site}: its data is for {data.task.value}, the federation's for"
+                                  f" {full.task.value}")
+            if full.task.value == "classification" and data.num_classes > full.num_classes:
                 raise ConfigError(f"site {site}: its data has {data.num_classes} classes, the federation's model"
                                   f" has {full.num_classes} outputs")
             self.x, self.y = data.x_train, data.y_train
             sizes = None
-        self.model = build_model(cfg.model, full.input_shape, full.num_classes, cfg.seed).cpu()
+        self.model = build_model(cfg.model, full.input_shape, full.num_outputs, cfg.seed).cpu()
         self.codec = ModelCodec.from_module(self.model)
         self.device = select_device(cfg.device)
         self.protocol = make_protocol(cfg.protocol, **_options(cfg, sizes))
@@ -168,7 +173,8 @@ class Site:
         with single_thread():  # as the simulator trains: the same update, bit for bit (conv kernels
             # reduce in another order with more threads)
             res = local_train(self.model, self.codec, msg.vector, self.x, self.y, self.cfg.train,
-                              client_seed(self.cfg.seed, msg.round, self.site), torch.device(self.device))
+                              client_seed(self.cfg.seed, msg.round, self.site), torch.device(self.device),
+                              self.task)
         update = res.update
         if self.cfg.clip > 0:
             update, _ = clip_l2(np.asarray(update, dtype=np.float64), self.cfg.clip)
@@ -225,12 +231,14 @@ class FederationServer:
     def __init__(self, cfg: ExperimentConfig) -> None:
         _check_deployable(cfg)
         self.cfg = cfg
-        self.data = load_dataset(cfg.data, cfg.seed)
+        self.data = load_dataset(cfg.data, cfg.seed, cfg.task)
         parts = partition(self.data.y_train, cfg.clients, cfg.partition, cfg.seed)
         self.sizes = [int(p.size) for p in parts]
         self.protocol = make_protocol(cfg.protocol, **_options(cfg, self.sizes))
         self.coordinator = self.protocol.coordinator()  # type: ignore[attr-defined]
-        self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes, cfg.seed).cpu()
+        self.model = build_model(cfg.model, self.data.input_shape, self.data.num_outputs, cfg.seed).cpu()
+        check_model_fits(self.model, self.data.input_shape, self.data.num_outputs,
+                         regression=self.data.task.value == "regression")
         self.codec = ModelCodec.from_module(self.model)
         self.device = select_device(cfg.device)
 
@@ -242,6 +250,8 @@ class FederationServer:
         seed_bytes = derive_seed(int(cfg.seed).to_bytes(32, "little"), "experiment")
         upload_stage = getattr(self.coordinator, "UPLOAD_STAGE", f"{cfg.protocol}.upload")
         records: list[RoundRecord] = []
+        stopping = EarlyStopping(cfg.stop)
+        stopped: tuple[int, str] | None = None
         for rnd in range(cfg.rounds):
             t_round = time.perf_counter()
             if before_round is not None:
@@ -279,13 +289,13 @@ class FederationServer:
                     dropped.setdefault(c, f"round aborted: {exc}")
             phases = _phases(timed.seconds, time.perf_counter() - t, upload_stage)
             t = time.perf_counter()
-            acc, loss = evaluate(self.model, self.codec, global_vec, self.data.x_test, self.data.y_test,
-                                 torch.device(self.device))
+            metrics = evaluate_metrics(self.model, self.codec, global_vec, self.data.x_test, self.data.y_test,
+                                       torch.device(self.device), self.data.task)
             t_eval = time.perf_counter() - t
             ups = [net.sent.get(c, 0) - sent0.get(c, 0) for c in chosen]
             downs = [net.received.get(c, 0) - recv0.get(c, 0) for c in chosen]
             rec = RoundRecord(
-                round=rnd + 1, accuracy=acc, loss=loss,
+                round=rnd + 1, accuracy=metrics.get("accuracy"), loss=metrics["loss"], metrics=metrics,
                 train_loss=float(np.mean(losses)) if losses else float("nan"),
                 clients=list(chosen), dropped=sorted(dropped),
                 dropped_reasons={str(k): v for k, v in sorted(dropped.items())},
@@ -296,10 +306,16 @@ class FederationServer:
             records.append(rec)
             if on_round is not None:
                 on_round(rec)
-        return ExperimentResult.build(cfg, records, **protocol_report(self.protocol, records),
-                                      model_vector=global_vec, dim=self.codec.dim,
-                                      dataset=self.data.name, client_sizes=self.sizes, device=str(self.device),
-                                      engine="sites")
+            reason = stopping.update(rnd + 1, metrics)
+            if reason is not None:
+                stopped = (rnd + 1, reason)
+                break
+        result = ExperimentResult.build(cfg, records, **protocol_report(self.protocol, records),
+                                        model_vector=global_vec, dim=self.codec.dim,
+                                        dataset=self.data.name, client_sizes=self.sizes, device=str(self.device),
+                                        engine="sites")
+        finish_result(result, cfg, self.model, self.codec, self.data, stopped)
+        return result
 
     def close(self) -> None:
         self.protocol.close()

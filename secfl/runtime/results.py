@@ -4,8 +4,12 @@
 
     {"secfl_version", "config", "rounds": [{"round", "accuracy", "loss", "clients", "dropped",
      "bytes_up_per_client", "bytes_down_per_client", "seconds": {"train", "protect",
-     "aggregate", "reveal", "total", ...}, "epsilon", ...}],
-     "final": {"accuracy", "loss", "epsilon", "delta"}, ...}
+     "aggregate", "reveal", "total", ...}, "epsilon", "metrics": {...}, ...}],
+     "final": {"accuracy", "loss", "epsilon", "delta", "metrics", "stopped_at", "stop_reason"},
+     "meta": {"task", "model": {"spec", "class", "parameters", "architecture"}, ...}}
+
+``accuracy`` is null for regression; ``metrics`` holds every metric of the task (classification:
+accuracy, loss; regression: mse, mae, r2, loss = mse).
 
 Bytes are means over the round's sampled clients, counted from the actual serialized messages
 (``bytes_down_per_client`` includes the model broadcast; ``model_bytes_down_per_client`` is
@@ -33,7 +37,7 @@ PHASES = ("train", "setup", "protect", "aggregate", "reveal", "eval", "total")
 @dataclass
 class RoundRecord:
     round: int
-    accuracy: float
+    accuracy: float | None
     loss: float
     train_loss: float
     clients: list[int]
@@ -44,6 +48,7 @@ class RoundRecord:
     model_bytes_down_per_client: float
     seconds: dict[str, float]
     epsilon: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,12 +59,15 @@ class ExperimentResult:
     meta: dict[str, Any] = field(default_factory=dict)
     #: the final global model as a flat float32 vector (not written to results.json)
     model_vector: Any = field(default=None, repr=False)
+    #: the final global model as a module, and what rebuilds it (written as model.safetensors / model.json)
+    model: Any = field(default=None, repr=False)
+    model_info: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, cfg: Any, rounds: list[RoundRecord], model_vector: Any = None, **meta: Any) -> ExperimentResult:
         last = rounds[-1]
         final = {"accuracy": last.accuracy, "loss": last.loss, "epsilon": last.epsilon, "delta": None,
-                 "rounds": len(rounds)}
+                 "rounds": len(rounds), "metrics": dict(last.metrics)}
         meta = {**meta, "python": platform.python_version()}
         return cls(cfg.to_dict(), rounds, final, meta, model_vector)
 
@@ -69,23 +77,41 @@ class ExperimentResult:
 
     def write(self, out: str | Path) -> list[Path]:
         """Write ``results.json``, ``rounds.csv`` and (when known) ``model.npy``, the final global
-        model as a flat float32 vector in the model's parameter order; returns the paths."""
+        model as a flat float32 vector in the model's parameter order, and ``model.safetensors``
+        + ``model.json`` (:func:`secfl.load_model`); returns the paths. Every file is written to
+        a temporary name and renamed, so a reader never sees half a file."""
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
         rj = d / "results.json"
-        rj.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        _atomic_text(rj, json.dumps(self.to_dict(), indent=2) + "\n")
         rc = d / "rounds.csv"
-        with rc.open("w", newline="") as fh:
+        tmp = rc.with_name(rc.name + ".tmp")
+        with tmp.open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["round", "accuracy", "loss", "train_loss", "clients", "dropped", "bytes_up_per_client",
                         "bytes_down_per_client", *(f"seconds_{p}" for p in PHASES), "epsilon"])
             for r in self.rounds:
-                w.writerow([r.round, f"{r.accuracy:.6f}", f"{r.loss:.6f}", f"{r.train_loss:.6f}", len(r.clients),
+                acc = "" if r.accuracy is None else f"{r.accuracy:.6f}"
+                w.writerow([r.round, acc, f"{r.loss:.6f}", f"{r.train_loss:.6f}", len(r.clients),
                             len(r.dropped), f"{r.bytes_up_per_client:.0f}", f"{r.bytes_down_per_client:.0f}",
                             *(f"{r.seconds.get(p, 0.0):.6f}" for p in PHASES),
                             "" if r.epsilon is None else f"{r.epsilon:.6f}"])
-        if self.model_vector is None:
-            return [rj, rc]
-        mp = d / "model.npy"
-        np.save(mp, np.asarray(self.model_vector, dtype=np.float32))
-        return [rj, rc, mp]
+        tmp.replace(rc)
+        paths = [rj, rc]
+        if self.model_vector is not None:
+            mp = d / "model.npy"
+            mtmp = d / "model.tmp.npy"
+            np.save(mtmp, np.asarray(self.model_vector, dtype=np.float32))
+            mtmp.replace(mp)
+            paths.append(mp)
+        if self.model is not None and self.model_info is not None:
+            from secfl.runtime.artifacts import save_model
+
+            paths.append(save_model(d, self.model, self.model_info))
+        return paths
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

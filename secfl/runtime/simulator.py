@@ -3,7 +3,9 @@
 Each round: sample clients → broadcast the global model (a real serialized message) → local
 training (in this process, or in a process pool with ``workers > 1``) → optional L2 clipping →
 the protocol's round (setup, protect, receive, reveal; see :mod:`secfl.protocols.base`) →
-``w ← w + server_lr · mean`` → evaluation on the held-out test set.
+``w ← w + server_lr · mean`` → evaluation on the held-out test set (accuracy and cross-entropy
+for classification; MSE, MAE and R² for regression) → the stopping rule (``[stop]``, or the
+``on_round`` callback raising :class:`~secfl.runtime.stopping.StopRun`).
 
 Reproducibility: client sampling, dropout draws, training seeds and the quantization dither all
 derive from ``config.seed``; client training runs single-threaded in every worker and in this
@@ -34,19 +36,20 @@ from secfl.crypto.prg import derive_seed
 from secfl.dp.clipping import clip_l2
 from secfl.errors import ConfigError, ProtocolAbort
 from secfl.fl.codec import ModelCodec
-from secfl.fl.data import Dataset, load_dataset
+from secfl.fl.data import Dataset, Task, load_dataset
 from secfl.fl.fedavg import ModelBroadcast, apply_mean, sample_clients
-from secfl.fl.models import build_model
+from secfl.fl.models import ModelSpec, build_model, check_model_fits, describe_model
 from secfl.fl.partition import partition
-from secfl.fl.training import LocalResult, evaluate, local_train, select_device
+from secfl.fl.training import LocalResult, evaluate_metrics, local_train, select_device
 from secfl.protocols import RoundSpec, get_protocol, make_protocol
 from secfl.protocols.base import upload_one
 from secfl.protocols.network import Network, server_id
 from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.privacy import RunPrivacy
 from secfl.runtime.results import ExperimentResult, RoundRecord
+from secfl.runtime.stopping import EarlyStopping, StopRun
 
-__all__ = ["Experiment", "UpdateHook", "client_seed", "protocol_options"]
+__all__ = ["Experiment", "UpdateHook", "client_seed", "protocol_options", "finish_result", "StopRun"]
 
 log = logging.getLogger("secfl")
 
@@ -88,6 +91,24 @@ def protocol_options(cfg: ExperimentConfig, largest_client: int) -> dict[str, An
     return opts
 
 
+def finish_result(result: ExperimentResult, cfg: ExperimentConfig, model: nn.Module, codec: ModelCodec,
+                  data: Dataset, stopped: tuple[int, str] | None, *, given_model: bool = False) -> None:
+    """What every engine adds to a result: the task, the model used, why the run stopped, and the
+    final model as an artefact (``model`` gets the final weights)."""
+    cls = type(model)
+    spec = ModelSpec(name=f"{cls.__module__}:{cls.__qualname__}") if given_model else cfg.model
+    codec.load_vector(model, result.model_vector)
+    model.cpu()
+    result.meta["task"] = data.task.value
+    result.meta["model"] = describe_model(spec, model)
+    result.final["stopped_at"] = None if stopped is None else stopped[0]
+    result.final["stop_reason"] = f"ran all {cfg.rounds} rounds" if stopped is None else stopped[1]
+    if not given_model:  # a module passed in cannot be rebuilt from a spec: only model.npy
+        from secfl.runtime.artifacts import model_info
+
+        result.model, result.model_info = model, model_info(cfg.model, data)
+
+
 @dataclass
 class _ClientWork:
     """Everything a worker needs to train any client (sent once per worker)."""
@@ -98,6 +119,7 @@ class _ClientWork:
     model: nn.Module
     train: Any
     device: str
+    task: Task = Task.CLASSIFICATION
 
 
 _WORK: _ClientWork | None = None
@@ -123,7 +145,7 @@ def _train_one(client: int, global_vector: np.ndarray, seed: int) -> LocalResult
     idx = _WORK.parts[client]
     with single_thread():
         return local_train(_WORK.model, _CODEC, global_vector, _WORK.x[idx], _WORK.y[idx], _WORK.train, seed,
-                           torch.device(_WORK.device))
+                           torch.device(_WORK.device), _WORK.task)
 
 
 @dataclass
@@ -142,16 +164,21 @@ class Experiment:
     update_hook: UpdateHook | None = None
     _privacy: RunPrivacy | None = field(default=None, init=False, repr=False)
 
-    def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> ExperimentResult:
+    def run(self, on_round: Callable[[RoundRecord], bool | None] | None = None) -> ExperimentResult:
+        """Run every round (or until the stopping rule or ``on_round`` stops it: raising
+        :class:`StopRun` or returning ``True`` ends the run after that round, result kept)."""
         cfg = self.config
-        data = self.dataset if self.dataset is not None else load_dataset(cfg.data, cfg.seed)
+        data = self.dataset if self.dataset is not None else load_dataset(cfg.data, cfg.seed, cfg.task)
+        if cfg.task is not Task.AUTO and data.task is not cfg.task:
+            raise ConfigError(f"task = {cfg.task.value!r}, but the dataset given is for {data.task.value}")
         parts = partition(data.y_train, cfg.clients, cfg.partition, cfg.seed)
         model = self.model if self.model is not None else build_model(
-            cfg.model, data.input_shape, data.num_classes, cfg.seed)
+            cfg.model, data.input_shape, data.num_outputs, cfg.seed)
         model = model.cpu()
+        check_model_fits(model, data.input_shape, data.num_outputs, regression=data.task is Task.REGRESSION)
         codec = ModelCodec.from_module(model)
         device = select_device(cfg.device)
-        work = _ClientWork(data.x_train, data.y_train, parts, model, cfg.train, str(device))
+        work = _ClientWork(data.x_train, data.y_train, parts, model, cfg.train, str(device), data.task)
         global_vec = codec.to_vector(model).astype(np.float32)
         protocol = make_protocol(cfg.protocol, **protocol_options(cfg, max(int(p.size) for p in parts)))
         seed_bytes = derive_seed(int(cfg.seed).to_bytes(32, "little"), "experiment")
@@ -168,7 +195,7 @@ class Experiment:
                 protocol = protocol.with_dp(self._privacy.mechanism)  # type: ignore[attr-defined]
         sizes = [int(p.size) for p in parts]
         log.info("secfl %s: %s, %s/%s, %d clients (sizes %d..%d), dim %d, device %s",
-                 __version__, cfg.protocol, data.name, cfg.model.value, cfg.clients, min(sizes), max(sizes),
+                 __version__, cfg.protocol, data.name, cfg.model.name, cfg.clients, min(sizes), max(sizes),
                  codec.dim, device)
         pool = None
         if cfg.workers > 1:
@@ -177,6 +204,8 @@ class Experiment:
         else:
             _set_work(work, codec)
         records: list[RoundRecord] = []
+        stopping = EarlyStopping(cfg.stop)
+        stopped: tuple[int, str] | None = None
         try:
             for rnd in range(cfg.rounds):
                 t_round = time.perf_counter()
@@ -201,14 +230,14 @@ class Experiment:
                     global_vec = apply_mean(global_vec, record.revealed, cfg.server_lr)
                 # 4. evaluation
                 t = time.perf_counter()
-                acc, loss = evaluate(model, codec, global_vec, data.x_test, data.y_test, device)
+                metrics = evaluate_metrics(model, codec, global_vec, data.x_test, data.y_test, device, data.task)
                 t_eval = time.perf_counter() - t
                 ups = [net.sent.get(c, 0) for c in chosen]
                 downs = [net.received.get(c, 0) for c in chosen]
                 rec = RoundRecord(
                     round=rnd + 1,
-                    accuracy=acc,
-                    loss=loss,
+                    accuracy=metrics.get("accuracy"),
+                    loss=metrics["loss"],
                     train_loss=float(np.mean([r.train_loss for r in results])),
                     clients=list(chosen),
                     dropped=sorted(record.dropped),
@@ -219,17 +248,27 @@ class Experiment:
                     seconds={"train": t_train, **record.seconds, "eval": t_eval,
                              "total": time.perf_counter() - t_round},
                     epsilon=None if self._privacy is None else self._privacy.step(),
+                    metrics=metrics,
                 )
                 records.append(rec)
+                reason = stopping.update(rnd + 1, metrics)
                 if on_round is not None:
-                    on_round(rec)
+                    try:
+                        if on_round(rec) is True:
+                            reason = reason or "stopped by the on_round callback"
+                    except StopRun as stop:
+                        reason = reason or stop.reason
+                if reason is not None:
+                    stopped = (rnd + 1, reason)
+                    log.info("stopping after round %d: %s", rnd + 1, reason)
+                    break
         finally:
             protocol.close()
             if pool is not None:
                 pool.shutdown()
         result = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim, dataset=data.name,
-                                        client_sizes=sizes, device=str(device),
-                                        **protocol_report(protocol, records))
+                                        client_sizes=sizes, device=str(device), **protocol_report(protocol, records))
+        finish_result(result, cfg, model, codec, data, stopped, given_model=self.model is not None)
         if self._privacy is not None:
             result.final["delta"] = self._privacy.plan.delta
             result.meta["dp"] = self._privacy.summary()
