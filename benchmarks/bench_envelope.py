@@ -5,8 +5,9 @@ with the answering site's (:mod:`secfl.protocols.envelope`, Ed25519 through pycr
 runs one experiment per (protocol, number of sites) in one process, every site its own object
 (:func:`secfl.runtime.federation.local_federation`), alternately *signed* and *unsigned*
 (A B A B ..., ``--repeats`` pairs; ``secagg+check`` is ``secagg`` with its consistency check,
-whose cost is the difference between its row and ``secagg``'s), and reports per row: the median seconds of a round (total and
-the protocol's phases setup + protect + aggregate + reveal), the messages of a round, the bytes
+whose cost is the difference between its row and ``secagg``'s), and reports per row: the median
+seconds of a round (total and the protocol's phases setup + protect + aggregate + reveal), the
+messages of a round, the bytes
 per client up and down, and the differences. Training is one epoch of a small MLP on synthetic
 data, so the protocol's share of a round is large and the envelope's cost is not hidden.
 

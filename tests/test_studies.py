@@ -11,11 +11,11 @@ import torch
 
 from secfl import StopRun, load_model
 from secfl.errors import ConfigError
+from secfl.fl.codec import ModelCodec
 from secfl.fl.data import DataConfig, Task, load_dataset
 from secfl.fl.models import ModelSpec, build_model
 from secfl.fl.partition import PartitionConfig, partition
 from secfl.fl.training import evaluate_metrics
-from secfl.fl.codec import ModelCodec
 from secfl.runtime.config import ExperimentConfig, apply_overrides, dump_toml, load_toml
 from secfl.runtime.simulator import Experiment
 
