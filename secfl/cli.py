@@ -31,7 +31,8 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "protocol": ("protocol", str, "plaintext | ckks | ckks-threshold | additive | secagg"),
     "dataset": ("data.name", str, "breast-cancer | digits | synthetic | npz | mnist-idx"),
     "data_path": ("data.path", str, "file (.npz) or directory (MNIST IDX) for user data"),
-    "model": ("model", str, "logreg | mlp | cnn"),
+    "model": ("model", str, "logreg | linear | mlp | cnn | pkg.module:Factory (options: --set model.hidden=[64,64])"),
+    "task": ("task", str, "auto | classification | regression (auto: from the labels)"),
     "clients": ("clients", int, "number of clients"),
     "rounds": ("rounds", int, "number of federated rounds"),
     "seed": ("seed", int, "experiment seed"),
@@ -94,16 +95,36 @@ def _resolve(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> A
 
 
 def _default_out(cfg: Any) -> Path:
-    return Path("runs") / f"{cfg.protocol}-{cfg.data.name.value}-{cfg.model.value}"
+    return Path("runs") / f"{cfg.protocol}-{cfg.data.name.value}-{_model_label(cfg)}"
 
 
-_HEADER = f"{'round':>5} {'acc':>7} {'loss':>8} {'clients':>7} {'drop':>4} {'up B/cl':>11} {'down B/cl':>11} " \
+def _model_label(cfg: Any) -> str:
+    """The model's name, safe in a path (a factory 'pkg.mod:Make' becomes 'pkg.mod-Make')."""
+    return str(cfg.model.name).replace(":", "-").replace("/", "-")
+
+
+def _metric(r: Any) -> float:
+    """The round's headline metric: accuracy, or the test MSE for regression."""
+    return float(r.accuracy if r.accuracy is not None else r.metrics.get("mse", r.loss))
+
+
+def _final_line(f: dict[str, Any]) -> str:
+    m = f.get("metrics") or {}
+    if f.get("accuracy") is None and "mse" in m:
+        head = f"final test mse {m['mse']:.6g}, mae {m['mae']:.6g}, r2 {m['r2']:.4f}"
+    else:
+        head = f"final accuracy {f['accuracy']:.4f}, loss {f['loss']:.4f}"
+    stop = f" (stopped early: {f['stop_reason']})" if f.get("stopped_at") else ""
+    return f"{head} after {f['rounds']} rounds{stop}"
+
+
+_HEADER = f"{'round':>5} {'acc|mse':>7} {'loss':>8} {'clients':>7} {'drop':>4} {'up B/cl':>11} {'down B/cl':>11} " \
           f"{'train s':>8} {'prot s':>8} {'aggr s':>8} {'reveal s':>8} {'total s':>8} {'eps':>7}"
 
 
 def _row(r: Any) -> str:
     s = r.seconds
-    return (f"{r.round:>5} {r.accuracy:>7.4f} {r.loss:>8.4f} {len(r.clients):>7} {len(r.dropped):>4} "
+    return (f"{r.round:>5} {_metric(r):>7.4g} {r.loss:>8.4g} {len(r.clients):>7} {len(r.dropped):>4} "
             f"{r.bytes_up_per_client:>11,.0f} {r.bytes_down_per_client:>11,.0f} {s['train']:>8.3f} "
             f"{s['setup'] + s['protect']:>8.3f} {s['aggregate']:>8.3f} {s['reveal']:>8.3f} {s['total']:>8.3f} "
             f"{'inf' if r.epsilon is None else format(r.epsilon, '.3f'):>7}")
@@ -124,7 +145,7 @@ def _run_one(cfg: Any, out: Path, quiet: bool, label: str = "") -> Any:
 
     def on_round(rec: Any) -> None:
         bar.update(1)
-        bar.set_postfix(acc=f"{rec.accuracy:.3f}")
+        bar.set_postfix(metric=f"{_metric(rec):.4g}")
         if not quiet:
             tqdm.write(_row(rec))
 
@@ -140,9 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _resolve(args)
     out = Path(args.out) if args.out else _default_out(cfg)
     result = _run_one(cfg, out, args.quiet)
-    f = result.final
-    print(f"final accuracy {f['accuracy']:.4f}, loss {f['loss']:.4f} after {f['rounds']} rounds "
-          f"({cfg.protocol}, {cfg.data.name.value}/{cfg.model.value}); results in {out}/")
+    print(f"{_final_line(result.final)} ({cfg.protocol}, {cfg.data.name.value}/{cfg.model.name});"
+          f" results and model in {out}/")
     return 0
 
 
@@ -187,7 +207,7 @@ def cmd_deploy_server(args: argparse.Namespace) -> int:
 
     def on_round(rec: dict[str, Any]) -> None:
         if not args.quiet:
-            print(_row(argparse.Namespace(**rec)), flush=True)
+            print(_row(argparse.Namespace(**{"metrics": {}, **rec})), flush=True)
 
     out = deploy_server(args.config, args.address, args.certs, args.out, stage_timeout=args.stage_timeout,
                         train_timeout=args.train_timeout, join_timeout=args.join_timeout, record=args.record,
@@ -326,6 +346,8 @@ def cmd_threats(args: argparse.Namespace) -> int:
     def names(text: str | None) -> tuple[str, ...] | None:
         return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
 
+    if args.active:
+        return _threats_active(names(args.protocols), Path(args.out), args.quiet)
     options: dict[str, dict[str, Any]] = {}
     for item in args.protocol_option:
         key, sep, value = item.partition("=")
@@ -344,6 +366,17 @@ def cmd_threats(args: argparse.Namespace) -> int:
     report = run_threats(cfg, progress=None if args.quiet else (lambda line: print(line, file=sys.stderr)))
     files = report.write(Path(args.out))
     print(report.markdown())
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _threats_active(protocols: tuple[str, ...] | None, out: Path, quiet: bool) -> int:
+    """``secfl threats --active``: every active attack on ``protocols``, measured (recovered or refused)."""
+    from secfl.threats.active import active_markdown, run_active, write_active
+
+    outcomes = run_active(protocols, progress=None if quiet else (lambda line: print(line, file=sys.stderr)))
+    files = write_active(outcomes, out)
+    print(active_markdown(outcomes))
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
@@ -392,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="data, model and attack seed (default 0)")
     p.add_argument("--protocol-option", action="append", default=[], metavar="PROTOCOL.KEY=VALUE",
                    help="a protocol option, e.g. additive.servers=3 (value parsed as TOML)")
+    p.add_argument("--active", action="store_true",
+                   help="instead: run the active attacks (malicious server, relay) on --protocols and report each"
+                        " recovered or refused (active.md, active.json); the other options do not apply")
     p.add_argument("--out", default="runs/threats", help="output directory (default runs/threats)")
     p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     p.set_defaults(func=cmd_threats)

@@ -138,6 +138,11 @@ class RunPrivacy:
         """Distributed mode: every included client needs n_h other included clients' shares."""
         self.mechanism.require_survivors(included - 1)
 
+    def restore(self, steps: int) -> None:
+        """Replay ``steps`` accounted rounds (resuming a run from its checkpoint)."""
+        for _ in range(steps):
+            self._accountant.step(1.0)
+
     def step(self) -> float:
         """Account one more round; returns the cumulative ε."""
         self._accountant.step(1.0)

@@ -24,7 +24,8 @@ import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from secfl.fl.training import LocalResult, evaluate_metrics, local_train, select
 from secfl.protocols import RoundSpec, get_protocol, make_protocol
 from secfl.protocols.base import upload_one
 from secfl.protocols.network import Network, server_id
+from secfl.runtime.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.privacy import RunPrivacy
 from secfl.runtime.results import ExperimentResult, RoundRecord
@@ -164,10 +166,21 @@ class Experiment:
     update_hook: UpdateHook | None = None
     _privacy: RunPrivacy | None = field(default=None, init=False, repr=False)
 
-    def run(self, on_round: Callable[[RoundRecord], bool | None] | None = None) -> ExperimentResult:
+    def run(self, on_round: Callable[[RoundRecord], bool | None] | None = None, *,
+            out: str | Path | None = None, resume: bool = False) -> ExperimentResult:
         """Run every round (or until the stopping rule or ``on_round`` stops it: raising
-        :class:`StopRun` or returning ``True`` ends the run after that round, result kept)."""
+        :class:`StopRun` or returning ``True`` ends the run after that round, result kept).
+
+        ``out``: after every round write a checkpoint and the results so far there
+        (:mod:`secfl.runtime.checkpoint`); ``resume``: continue from ``out``'s checkpoint."""
         cfg = self.config
+        checkpoint = None
+        if resume:
+            if out is None:
+                raise ConfigError("resume needs the output folder of the run to resume")
+            checkpoint = load_checkpoint(out)
+            if checkpoint.config != cfg.to_dict():
+                raise ConfigError(f"{out}: the checkpoint was written by another configuration")
         data = self.dataset if self.dataset is not None else load_dataset(cfg.data, cfg.seed, cfg.task)
         if cfg.task is not Task.AUTO and data.task is not cfg.task:
             raise ConfigError(f"task = {cfg.task.value!r}, but the dataset given is for {data.task.value}")
@@ -206,8 +219,31 @@ class Experiment:
         records: list[RoundRecord] = []
         stopping = EarlyStopping(cfg.stop)
         stopped: tuple[int, str] | None = None
+        start = 0
+        if checkpoint is not None:
+            start, records, global_vec = checkpoint.rounds_done, list(checkpoint.records), checkpoint.global_vec
+            state = dict(checkpoint.stopping)
+            done = state.pop("stopped", None)
+            stopped = None if done is None else (int(done[0]), str(done[1]))
+            stopping = EarlyStopping(cfg.stop, **state)
+            if self._privacy is not None:
+                self._privacy.restore(checkpoint.privacy_steps)
+            log.info("resuming %s after round %d", out, start)
+
+        def save(rnd_done: int) -> None:
+            if out is None:
+                return
+            state = {**{k: v for k, v in asdict(stopping).items() if k != "config"},
+                     "stopped": None if stopped is None else list(stopped)}
+            save_checkpoint(out, Checkpoint(rnd_done, global_vec, records, state, len(records), cfg.to_dict()))
+            partial = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim,
+                                             dataset=data.name, client_sizes=sizes, device=str(device))
+            finish_result(partial, cfg, model, codec, data, stopped, given_model=self.model is not None)
+            partial.meta["complete"] = stopped is not None or rnd_done == cfg.rounds
+            partial.write(out)
+
         try:
-            for rnd in range(cfg.rounds):
+            for rnd in range(start, cfg.rounds if stopped is None else start):
                 t_round = time.perf_counter()
                 chosen, silent = sample_clients(cfg.clients, cfg.sample_fraction, cfg.dropout, cfg.seed, rnd)
                 net = Network()
@@ -261,14 +297,21 @@ class Experiment:
                 if reason is not None:
                     stopped = (rnd + 1, reason)
                     log.info("stopping after round %d: %s", rnd + 1, reason)
+                save(rnd + 1)
+                if stopped is not None:
                     break
         finally:
             protocol.close()
             if pool is not None:
                 pool.shutdown()
+        if not records:
+            raise ConfigError("no round ran (rounds already complete in the checkpoint?)")
         result = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim, dataset=data.name,
                                         client_sizes=sizes, device=str(device), **protocol_report(protocol, records))
         finish_result(result, cfg, model, codec, data, stopped, given_model=self.model is not None)
+        result.meta["complete"] = True
+        if checkpoint is not None:
+            result.meta["resumed_after_round"] = checkpoint.rounds_done
         if self._privacy is not None:
             result.final["delta"] = self._privacy.plan.delta
             result.meta["dp"] = self._privacy.summary()

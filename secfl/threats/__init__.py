@@ -12,6 +12,9 @@ This package sits above :mod:`secfl.fl` and :mod:`secfl.protocols` (it uses torc
   loss-threshold membership inference.
 - :mod:`secfl.threats.experiment`: :func:`run_threats` — the protocol × threat-model matrix
   that ``secfl threats`` writes as Markdown, JSON and PNG.
+- :mod:`secfl.threats.active`: :func:`run_active` — the active attacks (a malicious server or a
+  relay against the real parties), each measured as recovered or refused
+  (``secfl threats --active``).
 
 Typical use::
 
@@ -29,6 +32,7 @@ from secfl.protocols.exposure import (
     exposure_table,
     individual_update_exposed,
 )
+from secfl.threats.active import ActiveOutcome, Outcome, run_active
 from secfl.threats.adversary import DEFAULT_THREAT_MODELS, THREAT_MODELS, ThreatModel, threat_model
 from secfl.threats.experiment import Cell, ThreatConfig, ThreatReport, run_threats
 from secfl.threats.views import (
@@ -63,4 +67,7 @@ __all__ = [
     "ThreatReport",
     "Cell",
     "run_threats",
+    "ActiveOutcome",
+    "Outcome",
+    "run_active",
 ]
