@@ -63,7 +63,9 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, default=None, help=help_)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set protocol_options.preset=nvflare (value parsed as TOML)")
-    p.add_argument("--out", default=None, help="output directory (default: runs/<protocol>-<dataset>-<model>)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: a new runs/<protocol>-<dataset>-<model>[-N])")
+    p.add_argument("--force", action="store_true", help="replace the results of another run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
 
 
@@ -95,7 +97,10 @@ def _resolve(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> A
 
 
 def _default_out(cfg: Any) -> Path:
-    return Path("runs") / f"{cfg.protocol}-{cfg.data.name.value}-{_model_label(cfg)}"
+    """A folder no earlier run uses: runs/<protocol>-<dataset>-<model>, else with -2, -3, ..."""
+    from secfl.runtime.checkpoint import fresh_default_out
+
+    return fresh_default_out(Path("runs") / f"{cfg.protocol}-{cfg.data.name.value}-{_model_label(cfg)}")
 
 
 def _model_label(cfg: Any) -> str:
@@ -130,14 +135,15 @@ def _row(r: Any) -> str:
             f"{'inf' if r.epsilon is None else format(r.epsilon, '.3f'):>7}")
 
 
-def _run_one(cfg: Any, out: Path, quiet: bool, label: str = "") -> Any:
+def _run_one(cfg: Any, out: Path, quiet: bool, label: str = "", *, resume: bool = False,
+             force: bool = False) -> Any:
     from tqdm import tqdm
 
+    from secfl.runtime.checkpoint import claim_out
     from secfl.runtime.config import dump_toml
     from secfl.runtime.simulator import Experiment
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(dump_toml(cfg.to_dict()))
+    claim_out(out, dump_toml(cfg.to_dict()), resume=resume, force=force)
     bar = tqdm(total=cfg.rounds, desc=label or cfg.protocol, unit="round", disable=quiet, file=sys.stderr,
                leave=False)
     if not quiet:
@@ -150,7 +156,12 @@ def _run_one(cfg: Any, out: Path, quiet: bool, label: str = "") -> Any:
             tqdm.write(_row(rec))
 
     try:
-        result = Experiment(cfg).run(on_round)
+        result = Experiment(cfg).run(on_round, out=out, resume=resume)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"secfl: interrupted; the completed rounds are in {out}/ (continue with: secfl run --resume {out})",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         bar.close()
     result.write(out)
@@ -158,9 +169,19 @@ def _run_one(cfg: Any, out: Path, quiet: bool, label: str = "") -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _resolve(args)
-    out = Path(args.out) if args.out else _default_out(cfg)
-    result = _run_one(cfg, out, args.quiet)
+    if args.resume:
+        from secfl.runtime.config import ExperimentConfig, load_toml
+
+        out = Path(args.resume)
+        if args.config or args.out or args.set or any(getattr(args, f) is not None for f in _FLAGS):
+            raise SystemExit("secfl run --resume OUT takes the configuration from OUT/config.toml; give no other"
+                             " settings")
+        cfg = ExperimentConfig.from_dict(load_toml(out / "config.toml"))
+        result = _run_one(cfg, out, args.quiet, resume=True)
+    else:
+        cfg = _resolve(args)
+        out = Path(args.out) if args.out else _default_out(cfg)
+        result = _run_one(cfg, out, args.quiet, force=args.force)
     print(f"{_final_line(result.final)} ({cfg.protocol}, {cfg.data.name.value}/{cfg.model.name});"
           f" results and model in {out}/")
     return 0
@@ -272,7 +293,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise SystemExit(f"secfl compare: --protocols needs distinct protocol names, got {args.protocols!r}")
     epsilons = _epsilons(args.dp_epsilon)
     args.dp_epsilon = None  # resolved per run below
-    root = Path(args.out or "runs/compare")
+    from secfl.protocols import PROTOCOLS
+    from secfl.runtime.checkpoint import fresh_default_out
+
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown:  # every name checked before the first run starts
+        raise SystemExit(f"secfl compare: unknown protocol(s) {', '.join(map(repr, unknown))}; allowed: "
+                         f"{', '.join(PROTOCOLS)}")
+    root = Path(args.out) if args.out else fresh_default_out("runs/compare")
     results = {}
     sweep: dict[str, dict[float | None, Any]] = {}
     for name in names:
@@ -281,7 +309,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             label = name if len(epsilons) == 1 else f"{name}@eps={'inf' if eps is None else f'{eps:g}'}"
             cfg = _resolve(args, extra)
             print(f"== {label} ==", file=sys.stderr)
-            results[label] = _run_one(cfg, root / label.replace("@", "_"), args.quiet, label=label)
+            results[label] = _run_one(cfg, root / label.replace("@", "_"), args.quiet, label=label, force=args.force)
             sweep.setdefault(name, {})[eps] = results[label]
     files = write_comparison(results, root)
     if len(epsilons) > 1:
@@ -397,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run one experiment")
     _add_experiment_args(p)
+    p.add_argument("--resume", metavar="OUT", default=None,
+                   help="continue the interrupted run in OUT (its config.toml and checkpoint)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("compare", help="run the same experiment under several protocols")
     _add_experiment_args(p)

@@ -64,6 +64,7 @@ def save_checkpoint(out: str | Path, cp: Checkpoint) -> Path:
     np.savez(buf, global_vec=np.asarray(cp.global_vec, dtype=np.float32),
              state=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8))
     path = Path(out) / CHECKPOINT
+    path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_bytes(path, buf.getvalue())
     return path
 
