@@ -123,6 +123,17 @@ def _final_line(f: dict[str, Any]) -> str:
     return f"{head} after {f['rounds']} rounds{stop}"
 
 
+def _personal_table(ev: dict[str, Any]) -> str:
+    """Per-site fine-tuning summary: the headline metric on each site's held-out data."""
+    key = "accuracy" if "accuracy" in ev["mean_before"] else "mse"
+    lines = [f"personalization after round {ev['round']} (each site's held-out {key}):",
+             f"{'site':>5} {'train':>6} {'test':>5} {'global':>9} {'fine-tuned':>10}"]
+    for s in ev["sites"]:
+        lines.append(f"{s['site']:>5} {s['train']:>6} {s['test']:>5} {s['before'][key]:>9.4g} {s['after'][key]:>10.4g}")
+    lines.append(f"{'mean':>5} {'':>6} {'':>5} {ev['mean_before'][key]:>9.4g} {ev['mean_after'][key]:>10.4g}")
+    return "\n".join(lines)
+
+
 _HEADER = f"{'round':>5} {'acc|mse':>7} {'loss':>8} {'clients':>7} {'drop':>4} {'up B/cl':>11} {'down B/cl':>11} " \
           f"{'train s':>8} {'prot s':>8} {'aggr s':>8} {'reveal s':>8} {'total s':>8} {'eps':>7}"
 
@@ -184,6 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = _run_one(cfg, out, args.quiet, force=args.force)
     print(f"{_final_line(result.final)} ({cfg.protocol}, {cfg.data.name.value}/{cfg.model.name});"
           f" results and model in {out}/")
+    if result.final.get("personalized"):
+        print(_personal_table(result.final["personalized"]))
     return 0
 
 

@@ -232,3 +232,41 @@ def test_a_model_file_that_does_not_match_is_a_typed_error(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({**info, "model": {"name": "mlp", "hidden": [3]}}))
     with pytest.raises(ConfigError, match="do not fit"):
         load_model(tmp_path)
+
+
+# -- 3. personalization ----------------------------------------------------------------------------
+
+
+def test_each_site_fine_tunes_and_is_evaluated_on_its_own_held_out_split(tmp_path):
+    from secfl.runtime.personalize import split_sites
+
+    cfg = ExperimentConfig.from_dict({**TINY, "rounds": 4, "clients": 3,
+                                      "partition": {"kind": "dirichlet", "alpha": 0.3},
+                                      "personalize": {"epochs": 3, "lr": 0.05, "every": 2, "holdout": 0.25,
+                                                      "save_models": True}})
+    got = Experiment(cfg).run()
+    evals = got.meta["personalization"]
+    assert [e["round"] for e in evals] == [2, 4] and got.final["personalized"] == evals[-1]
+    data = load_dataset(cfg.data, cfg.seed)
+    train, test = split_sites(partition(data.y_train, 3, cfg.partition, cfg.seed), 0.25, cfg.seed)
+    everything = np.concatenate(train + test)
+    assert np.unique(everything).size == everything.size  # held-out parts disjoint from all training
+    assert got.meta["client_sizes"] == [int(p.size) for p in train]  # the federation trained on train parts only
+    for s, tr, te in zip(evals[-1]["sites"], train, test, strict=True):
+        assert (s["train"], s["test"]) == (tr.size, te.size)
+        assert set(s["before"]) == set(s["after"]) == {"accuracy", "loss"}
+    mean = evals[-1]
+    assert mean["mean_after"]["loss"] <= mean["mean_before"]["loss"] + 1e-9  # fine-tuning on skewed sites helps
+    got.write(tmp_path)
+    site1 = load_model(tmp_path, site=1, raw_inputs=False)
+    x_t = torch.as_tensor(data.x_train[test[1]])
+    with torch.no_grad():
+        acc = float((site1(x_t).argmax(1).numpy() == data.y_train[test[1]]).mean())
+    assert acc == pytest.approx(evals[-1]["sites"][1]["after"]["accuracy"])
+
+
+def test_personalization_is_refused_across_sites_for_now():
+    from secfl.runtime.federation import FederationServer
+
+    with pytest.raises(ConfigError, match="personalize"):
+        FederationServer(ExperimentConfig.from_dict({**TINY, "personalize": {"epochs": 1}}))

@@ -19,6 +19,8 @@ TOML layout (every key optional; defaults below)::
     [data]        # secfl.fl.data.DataConfig: name, path, test_fraction, standardize, ...
     [partition]   # secfl.fl.partition.PartitionConfig: kind, alpha, shards_per_client, size_skew, min_size
     [train]       # secfl.fl.training.TrainConfig: epochs, batch_size, lr, optimizer, momentum, weight_decay, prox_mu
+    [personalize] # local fine-tuning per site: epochs (0 = off), lr, optimizer, batch_size, every, holdout,
+                  # save_models
     [stop]        # metric ("" = run all rounds) | accuracy | loss | mse | mae | r2, patience, min_delta
     [dp]          # epsilon (0 = off), delta, noise_multiplier, mode = distributed | central,
                   # mechanism = auto | gaussian | discrete-gaussian | skellam, min_honest (0 = auto)
@@ -45,6 +47,7 @@ from secfl.fl.models import ModelSpec
 from secfl.fl.partition import PartitionConfig
 from secfl.fl.training import DeviceChoice, TrainConfig
 from secfl.protocols import PROTOCOLS
+from secfl.runtime.personalize import PersonalizeConfig
 from secfl.runtime.privacy import DPSettings
 from secfl.runtime.stopping import StopConfig
 
@@ -56,7 +59,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = ["ExperimentConfig", "load_toml", "dump_toml", "apply_overrides"]
 
 _SECTIONS: dict[str, type[Any]] = {
-    "data": DataConfig, "partition": PartitionConfig, "train": TrainConfig, "dp": DPSettings, "stop": StopConfig}
+    "data": DataConfig, "partition": PartitionConfig, "train": TrainConfig, "dp": DPSettings, "stop": StopConfig,
+    "personalize": PersonalizeConfig}
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     dp: DPSettings = field(default_factory=DPSettings)
     stop: StopConfig = field(default_factory=StopConfig)
+    personalize: PersonalizeConfig = field(default_factory=PersonalizeConfig)
     protocol_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -97,6 +97,9 @@ def party_roster_of(sites: Roster, protocol: Protocol, count: int) -> Roster:
 def _check_deployable(cfg: ExperimentConfig) -> None:
     if cfg.dp.enabled:
         raise ConfigError("differential privacy is not available across sites yet; run it with `secfl run`")
+    if cfg.personalize.enabled:
+        raise ConfigError("[personalize] is not available across sites yet (each site would fine-tune and report its"
+                          " own metrics); run it with `secfl run`")
 
 
 def _options(cfg: ExperimentConfig, sizes: list[int] | None) -> dict:

@@ -62,6 +62,8 @@ class ExperimentResult:
     #: the final global model as a module, and what rebuilds it (written as model.safetensors / model.json)
     model: Any = field(default=None, repr=False)
     model_info: dict[str, Any] | None = field(default=None, repr=False)
+    #: each site's personalized model (``[personalize] save_models``), by site
+    site_models: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, cfg: Any, rounds: list[RoundRecord], model_vector: Any = None, **meta: Any) -> ExperimentResult:
@@ -108,6 +110,8 @@ class ExperimentResult:
             from secfl.runtime.artifacts import save_model
 
             paths.append(save_model(d, self.model, self.model_info))
+            for k, m in sorted(self.site_models.items()):
+                paths.append(save_model(d, m, self.model_info, name=f"model-site-{k}.safetensors"))
         return paths
 
 

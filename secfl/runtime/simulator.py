@@ -47,6 +47,7 @@ from secfl.protocols.base import upload_one
 from secfl.protocols.network import Network, server_id
 from secfl.runtime.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from secfl.runtime.config import ExperimentConfig
+from secfl.runtime.personalize import split_sites, summarize
 from secfl.runtime.privacy import RunPrivacy
 from secfl.runtime.results import ExperimentResult, RoundRecord
 from secfl.runtime.stopping import EarlyStopping, StopRun
@@ -109,6 +110,12 @@ def finish_result(result: ExperimentResult, cfg: ExperimentConfig, model: nn.Mod
         from secfl.runtime.artifacts import model_info
 
         result.model, result.model_info = model, model_info(cfg.model, data)
+
+
+def _add_personalization(result: ExperimentResult, evaluations: list[dict[str, Any]]) -> None:
+    if evaluations:
+        result.meta["personalization"] = evaluations
+        result.final["personalized"] = evaluations[-1]
 
 
 @dataclass
@@ -185,6 +192,9 @@ class Experiment:
         if cfg.task is not Task.AUTO and data.task is not cfg.task:
             raise ConfigError(f"task = {cfg.task.value!r}, but the dataset given is for {data.task.value}")
         parts = partition(data.y_train, cfg.clients, cfg.partition, cfg.seed)
+        site_tests: list[np.ndarray] | None = None
+        if cfg.personalize.enabled:  # each site's held-out part never reaches training
+            parts, site_tests = split_sites(parts, cfg.personalize.holdout, cfg.seed)
         model = self.model if self.model is not None else build_model(
             cfg.model, data.input_shape, data.num_outputs, cfg.seed)
         model = model.cpu()
@@ -219,10 +229,13 @@ class Experiment:
         records: list[RoundRecord] = []
         stopping = EarlyStopping(cfg.stop)
         stopped: tuple[int, str] | None = None
+        personalized: list[dict[str, Any]] = []
+        site_models: dict[int, nn.Module] = {}
         start = 0
         if checkpoint is not None:
             start, records, global_vec = checkpoint.rounds_done, list(checkpoint.records), checkpoint.global_vec
             state = dict(checkpoint.stopping)
+            personalized = list(state.pop("personalization", []))
             done = state.pop("stopped", None)
             stopped = None if done is None else (int(done[0]), str(done[1]))
             stopping = EarlyStopping(cfg.stop, **state)
@@ -234,11 +247,12 @@ class Experiment:
             if out is None:
                 return
             state = {**{k: v for k, v in asdict(stopping).items() if k != "config"},
-                     "stopped": None if stopped is None else list(stopped)}
+                     "stopped": None if stopped is None else list(stopped), "personalization": personalized}
             save_checkpoint(out, Checkpoint(rnd_done, global_vec, records, state, len(records), cfg.to_dict()))
             partial = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim,
                                              dataset=data.name, client_sizes=sizes, device=str(device))
             finish_result(partial, cfg, model, codec, data, stopped, given_model=self.model is not None)
+            _add_personalization(partial, personalized)
             partial.meta["complete"] = stopped is not None or rnd_done == cfg.rounds
             partial.write(out)
 
@@ -297,6 +311,10 @@ class Experiment:
                 if reason is not None:
                     stopped = (rnd + 1, reason)
                     log.info("stopping after round %d: %s", rnd + 1, reason)
+                if site_tests is not None and (stopped is not None or cfg.personalize.due(rnd + 1, cfg.rounds)):
+                    final = stopped is not None or rnd + 1 == cfg.rounds
+                    personalized.append(self._personalize(rnd + 1, model, codec, global_vec, data, parts, site_tests,
+                                                          device, site_models if final else None))
                 save(rnd + 1)
                 if stopped is not None:
                     break
@@ -309,6 +327,9 @@ class Experiment:
         result = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim, dataset=data.name,
                                         client_sizes=sizes, device=str(device), **protocol_report(protocol, records))
         finish_result(result, cfg, model, codec, data, stopped, given_model=self.model is not None)
+        _add_personalization(result, personalized)
+        if cfg.personalize.save_models:
+            result.site_models = site_models
         result.meta["complete"] = True
         if checkpoint is not None:
             result.meta["resumed_after_round"] = checkpoint.rounds_done
@@ -316,6 +337,30 @@ class Experiment:
             result.final["delta"] = self._privacy.plan.delta
             result.meta["dp"] = self._privacy.summary()
         return result
+
+    def _personalize(self, rnd: int, model: nn.Module, codec: ModelCodec, global_vec: np.ndarray, data: Dataset,
+                     parts: list[np.ndarray], tests: list[np.ndarray], device: torch.device,
+                     keep: dict[int, nn.Module] | None) -> dict[str, Any]:
+        """Every site fine-tunes ``global_vec`` on its training part and evaluates on its held-out
+        part, before and after (``keep``: the fine-tuned models, by site)."""
+        cfg = self.config
+        train = cfg.personalize.train_config()
+        sites = []
+        for k, (idx, test) in enumerate(zip(parts, tests, strict=True)):
+            x_t, y_t = data.x_train[test], data.y_train[test]
+            before = evaluate_metrics(model, codec, global_vec, x_t, y_t, device, data.task)
+            with single_thread():
+                res = local_train(model, codec, global_vec, data.x_train[idx], data.y_train[idx], train,
+                                  client_seed(cfg.seed, 1_000_000 + rnd, k), device, data.task)
+            own = (global_vec + res.update).astype(np.float32)
+            after = evaluate_metrics(model, codec, own, x_t, y_t, device, data.task)
+            sites.append({"site": k, "train": int(idx.size), "test": int(test.size), "before": before,
+                          "after": after})
+            if keep is not None:
+                codec.load_vector(model, own)
+                keep[k] = copy.deepcopy(model).cpu()
+        codec.load_vector(model, global_vec)
+        return summarize(rnd, sites)
 
     def _protocol_round(self, protocol: Any, net: Network, rnd: int, chosen: Sequence[int], silent: set[int],
                         results: Sequence[LocalResult], seed: bytes, dim: int) -> _RoundOutcome:
