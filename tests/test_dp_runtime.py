@@ -99,3 +99,44 @@ def test_clipped_updates_are_never_refused_by_the_integer_mechanism(protocol):
                                       "train": {"lr": 0.5, "epochs": 3}, "dp": {"epsilon": 8.0}})
     res = Experiment(cfg).run()
     assert all(r.dropped == [] for r in res.rounds), [r.dropped_reasons for r in res.rounds]
+
+
+def _weighted_run(z: float, mode: str, hook, max_weight_of=np.median):
+    probe = Experiment(ExperimentConfig.from_dict({**BASE, "protocol": "plaintext", "rounds": 1})).run()
+    sizes = np.asarray(probe.meta["client_sizes"], dtype=np.float64)
+    w_max = float(max_weight_of(sizes))
+    cfg = ExperimentConfig.from_dict({
+        **BASE, "protocol": "plaintext", "rounds": 1, "protocol_options": {"wire_dtype": "float64"},
+        "data": {"name": "synthetic", "synthetic_samples": 300, "synthetic_features": 1500},
+        "dp": {"noise_multiplier": z, "mode": mode, "weighted": True, "max_weight": w_max}})
+    res = Experiment(cfg, update_hook=hook).run()
+    data = load_dataset(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed)
+    w0 = ModelCodec.from_module(model).to_vector(model).astype(np.float64)
+    return res.model_vector.astype(np.float64) - w0, np.minimum(sizes / w_max, 1.0)
+
+
+def test_weighted_dp_means_weight_by_size_capped_at_the_public_bound():
+    dim = 1500 * 2 + 2
+    unit = np.ones(dim) / np.sqrt(dim)
+    delta, w = _weighted_run(1e-9, "central", lambda r, c, u: unit * (c + 1) * 0.1)  # norms 0.1..0.6 <= C = 1
+    assert w.min() < 1.0 and w.max() == 1.0  # some clients capped at W, some below
+    expected = sum(w[c] * (c + 1) * 0.1 for c in range(6)) / w.sum()
+    np.testing.assert_allclose(delta, unit * expected, rtol=1e-6, atol=1e-9)
+
+
+def test_weighted_dp_keeps_each_contribution_within_the_clip_and_the_noise_as_stated():
+    # a client twice the bound still counts once: its scaled, clipped update has norm <= C
+    from secfl.runtime.privacy import DPSettings, RunPrivacy
+
+    settings = DPSettings(noise_multiplier=1.0, weighted=True, max_weight=50)
+    priv = RunPrivacy.create(settings, clip=1.0, rounds=1, per_round=4, dim=10, integer_protocol=False)
+    assert priv.dp_weight(settings, 100) == 1.0 and priv.dp_weight(settings, 25) == 0.5
+    delta, w = _weighted_run(2.0, "central", lambda r, c, u: np.zeros_like(u))
+    var_expected = (2.0 * 1.0) ** 2 / w.sum() ** 2  # sigma^2 / (sum of weights)^2
+    assert abs(delta.var() / var_expected - 1) < 5 * np.sqrt(2 / delta.size)
+
+
+def test_weighted_dp_without_a_public_bound_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="public bound W"):
+        ExperimentConfig.from_dict({**BASE, "protocol": "plaintext", "dp": {"epsilon": 4.0, "weighted": True}})

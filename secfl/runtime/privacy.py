@@ -6,6 +6,15 @@ Choices (documented in README and ``protocols/dp.md``):
   so one client changes the sum by at most C; the revealed mean is the noisy sum divided by
   the number of included clients (a weighted mean would let one client's weight scale its
   influence beyond C).
+- ``weighted = true`` (with ``max_weight`` W, a *public* bound on a client's example count):
+  FedAvg weights under DP, following McMahan et al. 2018 (DP-FedAvg with bounded weights). Client
+  k scales its clipped update by ``w_k = min(n_k / W, 1) ≤ 1`` *before* adding its noise, so its
+  contribution to the noised sum still has norm ≤ C and the sensitivity — hence σ and ε — is
+  unchanged; the server divides the revealed noisy sum by ``Σ w_k`` over the included clients
+  instead of by their count. Assumption, stated: the weights are public (the protocols reveal
+  the total weight, and W is configuration), as client sizes are here; a client larger than W
+  counts as W. The noise on the mean grows by ``m / Σ w_k`` (m included clients): weights far
+  below W cost accuracy, which is why W should be a tight public bound.
 - ``distributed`` (default): each client adds its share of the noise *before* protecting its
   update — float Gaussian shares for float protocols (plaintext, ckks, ckks-threshold),
   integer discrete-Gaussian or Skellam shares inside the protocol for additive / secagg. No
@@ -53,6 +62,8 @@ class DPSettings:
     mechanism: MechanismChoice = MechanismChoice.AUTO
     min_honest: int = 0  # 0: half the clients sampled per round, rounded down (at least 1)
     accountant: str = "rdp"
+    weighted: bool = False  # FedAvg weights min(n_k / max_weight, 1) under DP (module docstring)
+    max_weight: float = 0.0  # the public bound W on a client's example count; required with weighted
 
     def __post_init__(self) -> None:
         for name in ("epsilon", "noise_multiplier"):
@@ -72,6 +83,16 @@ class DPSettings:
         except ValueError:
             allowed = ", ".join(m.value for m in MechanismChoice)
             raise ConfigError(f"dp.mechanism: unknown {self.mechanism!r}; allowed: {allowed}") from None
+        if not isinstance(self.weighted, bool):
+            raise ConfigError(f"dp.weighted: must be true or false, got {self.weighted!r}")
+        w = self.max_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ConfigError(f"dp.max_weight: must be a number >= 0, got {w!r}")
+        if self.weighted and w <= 0:
+            raise ConfigError("dp.weighted: needs dp.max_weight > 0, a public bound W on a client's example count:"
+                              " each client counts min(n_k / W, 1) so that its weighted, clipped update still moves"
+                              " the sum by at most the clip norm (without a bound, one client's weight could scale"
+                              " its influence beyond it, and the noise would not cover it)")
         if isinstance(self.min_honest, bool) or not isinstance(self.min_honest, int) or self.min_honest < 0:
             raise ConfigError(f"dp.min_honest: must be an integer >= 0 (0 = auto), got {self.min_honest!r}")
 
@@ -142,6 +163,13 @@ class RunPrivacy:
         """Replay ``steps`` accounted rounds (resuming a run from its checkpoint)."""
         for _ in range(steps):
             self._accountant.step(1.0)
+
+    def dp_weight(self, settings: DPSettings, examples: int) -> float:
+        """The factor a client scales its clipped update by before its noise: 1, or with
+        ``settings.weighted`` ``min(examples / max_weight, 1)``."""
+        if not settings.weighted:
+            return 1.0
+        return min(float(examples) / float(settings.max_weight), 1.0)
 
     def step(self) -> float:
         """Account one more round; returns the cumulative ε."""

@@ -368,6 +368,7 @@ class Experiment:
         seconds = {"setup": 0.0, "protect": 0.0, "aggregate": 0.0, "reveal": 0.0}
         dropped: dict[int, str] = {c: "went silent before uploading (simulated dropout)" for c in silent}
         spec = RoundSpec(rnd, tuple(chosen), dim, seed=derive_seed(seed, "round", rnd))
+        dp_weights: dict[int, float] = {}
         t = time.perf_counter()
         prot_round = protocol.open_round(spec, net)
         prot_round.setup()
@@ -384,7 +385,10 @@ class Experiment:
             weight = float(res.num_examples)
             privacy = self._privacy
             if privacy is not None:
-                weight = 1.0  # under DP each clipped update counts once (sensitivity C)
+                weight = 1.0  # under DP each clipped update counts once (sensitivity C) ...
+                dp_weights[c] = privacy.dp_weight(cfg.dp, res.num_examples)
+                if dp_weights[c] != 1.0:  # ... or scaled by its public weight <= 1, before its noise
+                    update = np.asarray(update, dtype=np.float64) * dp_weights[c]
                 if privacy.distributed and not privacy.integer:
                     t = time.perf_counter()  # the client's own noise share: client-side work
                     update = update.astype(np.float64) + privacy.client_noise(update.size)
@@ -404,6 +408,9 @@ class Experiment:
                     self._privacy.check_survivors(len(out.included))
                 else:
                     revealed = self._privacy.central_noise_on_mean(np.asarray(revealed), len(out.included))
+                if cfg.dp.weighted:  # the noisy sum over the public total weight (post-processing)
+                    total = sum(dp_weights[c] for c in out.included)
+                    revealed = np.asarray(revealed) * (len(out.included) / total)
             for c in out.dropped:
                 dropped.setdefault(c, "dropped by the protocol")
         except ProtocolAbort as exc:
