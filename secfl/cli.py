@@ -307,13 +307,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     epsilons = _epsilons(args.dp_epsilon)
     args.dp_epsilon = None  # resolved per run below
     from secfl.protocols import PROTOCOLS
-    from secfl.runtime.checkpoint import fresh_default_out
+    from secfl.runtime.checkpoint import fresh_default_out, writable_dir
 
     unknown = [n for n in names if n not in PROTOCOLS]
     if unknown:  # every name checked before the first run starts
         raise SystemExit(f"secfl compare: unknown protocol(s) {', '.join(map(repr, unknown))}; allowed: "
                          f"{', '.join(PROTOCOLS)}")
-    root = Path(args.out) if args.out else fresh_default_out("runs/compare")
+    root = writable_dir(Path(args.out) if args.out else fresh_default_out("runs/compare"))
     results = {}
     sweep: dict[str, dict[float | None, Any]] = {}
     for name in names:
@@ -387,8 +387,17 @@ def cmd_threats(args: argparse.Namespace) -> int:
     def names(text: str | None) -> tuple[str, ...] | None:
         return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
 
+    from secfl.runtime.checkpoint import writable_dir
+
+    writable_dir(args.out)  # before minutes of attacks, not after
     if args.active:
         return _threats_active(names(args.protocols), Path(args.out), args.quiet)
+    batch_sizes = []
+    for b in names(args.batch_sizes) or ():
+        try:
+            batch_sizes.append(int(b))
+        except ValueError:
+            raise SystemExit(f"secfl threats: --batch-sizes expects comma-separated integers, got {b!r}") from None
     options: dict[str, dict[str, Any]] = {}
     for item in args.protocol_option:
         key, sep, value = item.partition("=")
@@ -397,7 +406,7 @@ def cmd_threats(args: argparse.Namespace) -> int:
             raise SystemExit(f"secfl threats: --protocol-option expects PROTOCOL.KEY=VALUE, got {item!r}")
         options.setdefault(proto, {})[opt] = _parse_value(value.strip())
     given = {"protocols": names(args.protocols), "threat_models": names(args.threat_models),
-             "batch_sizes": tuple(int(b) for b in names(args.batch_sizes) or ()) or None,
+             "batch_sizes": tuple(batch_sizes) or None,
              "clients": args.clients, "target": args.target, "dataset": args.dataset, "data_path": args.data_path,
              "model": args.model, "lr": args.lr, "attack_steps": args.attack_steps,
              "attack_restarts": args.attack_restarts, "tv_weight": args.tv_weight, "nonmembers": args.nonmembers,
@@ -576,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("secfl: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file the command had to write or read: one line, no traceback
+        where = f" {exc.filename!s}" if getattr(exc, "filename", None) else ""
+        print(f"secfl: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

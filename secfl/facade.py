@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from secfl.crypto.prg import derive_seed
-from secfl.errors import ConfigError
+from secfl.errors import ConfigError, ProtocolAbort
 from secfl.protocols import RoundSpec, make_protocol
 from secfl.protocols.base import upload_one
 from secfl.protocols.network import Network
@@ -91,7 +91,18 @@ def secure_mean(
             if failed is not None:
                 dropped[c] = failed[1]
         t = time.perf_counter()
-        revealed = rnd.reveal()
+        try:
+            revealed = rnd.reveal()
+        except ProtocolAbort as exc:
+            refused = {c: why for c, why in dropped.items() if c not in dropped_set}
+            if refused and len(dropped) == n:  # say why, not only that nothing was accepted
+                first = next(iter(sorted(refused.items())))
+                hint = (" Every value must lie within the protocol's clip_range (an option of secure_mean)."
+                        if all("outside the allowed range" in why for why in refused.values()) else "")
+                raise ProtocolAbort(f"{exc}: every client's upload was refused (client {first[0]}: {first[1]}"
+                                    f"{f'; and {len(refused) - 1} more' if len(refused) > 1 else ''}).{hint}"
+                                    ) from None
+            raise
         seconds["reveal"] = time.perf_counter() - t
     finally:
         proto.close()

@@ -381,6 +381,12 @@ def _npz_arrays(path: str, x_key: str, y_key: str,
 def _load_npz(path: str) -> _Raw:
     if not os.path.isfile(path):
         raise ConfigError(f"path {path!r} does not exist or is not a file (name 'npz')")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not magic.startswith(b"PK\x03\x04") and not magic.startswith(b"PK\x05\x06"):
+        kind = "a single .npy array" if magic.startswith(b"\x93NUMPY") else "not a zip archive"
+        raise ConfigError(f"{path}: not an .npz archive ({kind}; it starts with {magic[:6]!r}): save your arrays"
+                          " with numpy.savez(path, x=..., y=...)")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

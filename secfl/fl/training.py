@@ -81,8 +81,10 @@ def _float(field: str, value: Any, low: float, high: float = math.inf, *,
         v = float(value)
         ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
     if not ok:
+        if math.isinf(high):
+            raise ConfigError(f"{field}: must be a finite number {'>' if low_open else '>='} {low:g}, got {value!r}")
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ConfigError(f"{field}: must be a finite number in {lo}{low}, {high}{hi}, got {value!r}")
+        raise ConfigError(f"{field}: must be a finite number in {lo}{low:g}, {high:g}{hi}, got {value!r}")
     return float(value)
 
 

@@ -33,7 +33,8 @@ import numpy as np
 from secfl.errors import ConfigError
 from secfl.runtime.results import RoundRecord
 
-__all__ = ["CHECKPOINT", "Checkpoint", "save_checkpoint", "load_checkpoint", "claim_out", "fresh_default_out"]
+__all__ = ["CHECKPOINT", "Checkpoint", "save_checkpoint", "load_checkpoint", "claim_out", "fresh_default_out",
+           "writable_dir"]
 
 CHECKPOINT = "checkpoint.npz"
 _FORMAT = "secfl-checkpoint/1"
@@ -90,13 +91,7 @@ def claim_out(out: str | Path, config_toml: str, *, resume: bool = False, force:
     """Make ``out`` this run's folder: refuse one that holds another run unless ``resume`` (same
     configuration, continue) or ``force`` (start over: the old results, checkpoint and models
     are removed). Writes ``config.toml``."""
-    d = Path(out)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {str(d)!r}: cannot create the output folder ({exc.strerror or exc})") from None
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {str(d)!r}: the output folder is not writable")
+    d = writable_dir(out)
     cfg_path = d / "config.toml"
     old = cfg_path.read_text() if cfg_path.exists() else None
     has_run = any((d / f).exists() for f in (CHECKPOINT, "results.json"))
@@ -120,6 +115,25 @@ def claim_out(out: str | Path, config_toml: str, *, resume: bool = False, force:
         cfg_path.write_text(config_toml)
     except OSError as exc:
         raise ConfigError(f"--out {str(d)!r}: cannot write config.toml ({exc.strerror or exc})") from None
+    return d
+
+
+def writable_dir(out: str | Path, what: str = "--out") -> Path:
+    """``out`` as a folder this process can write into (created if missing), checked by writing a
+    probe file; :class:`ConfigError` saying why not (a file in the way, no permission, ...)."""
+    d = Path(out)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{what} {str(d)!r}: a file of that name is in the way; give a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(d)!r}: cannot create the output folder ({exc.strerror or exc})") from None
+    probe = d / ".secfl-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(d)!r}: the output folder is not writable ({exc.strerror or exc})") from None
     return d
 
 

@@ -147,8 +147,11 @@ def _real(name: str, v: Any, low: float, high: float, *, low_open: bool = False,
     if ok:
         ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
     if not ok:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ConfigError(f"{name}: must be a number in {lo}{low}, {high}{hi}, got {v!r}")
+        lo = "> " if low_open else ">= "
+        if math.isinf(high):  # no upper bound: say "finite", not a range that seems to include inf
+            raise ConfigError(f"{name}: must be a finite number {lo}{low:g}, got {v!r}")
+        l_br, h_br = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ConfigError(f"{name}: must be a finite number in {l_br}{low:g}, {high:g}{h_br}, got {v!r}")
 
 
 def _section(cls: type[Any], name: str, values: Mapping[str, Any]) -> Any:
@@ -160,6 +163,11 @@ def _section(cls: type[Any], name: str, values: Mapping[str, Any]) -> Any:
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+    except ConfigError as exc:  # name the section: "[data] test_fraction must be ..."
+        msg = str(exc)
+        if name == "config" or msg.startswith((f"{name}.", f"{name}:", f"[{name}]")):
+            raise
+        raise ConfigError(f"[{name}] {msg}") from None
 
 
 def _plain(obj: Any) -> Any:

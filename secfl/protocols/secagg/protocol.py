@@ -276,8 +276,11 @@ class SecAgg(IntegerDP, Protocol):
 
     def open_round(self, spec: RoundSpec, net: Network) -> ProtocolRound:
         want = self.options.processes or auto_processes(len(spec.clients))
-        if self.options.processes is None and self._spawn_failed:
-            want = 1
+        if self.options.processes is None and (self._spawn_failed or (want > 1 and not _main_is_importable())):
+            if want > 1 and not self._spawn_failed:
+                log.warning("secagg: clients run in this process instead of %d workers: the main program was read"
+                            " from stdin, which spawned workers cannot import (run it from a file for workers)", want)
+            self._spawn_failed, want = True, 1
         if want > 1 and (self._host is None or self._host.processes != want or not self._host.alive):
             self.close()
             try:
@@ -304,3 +307,13 @@ class SecAgg(IntegerDP, Protocol):
         if self._host is not None:
             self._host.close()
             self._host = None
+
+
+def _main_is_importable() -> bool:
+    """Whether spawned workers can re-import ``__main__``: not when it was read from stdin
+    (``python - < script``), whose ``__file__`` names no file."""
+    import os
+    import sys
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path is None or os.path.exists(path)
