@@ -316,6 +316,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     root = writable_dir(Path(args.out) if args.out else fresh_default_out("runs/compare"))
     results = {}
     sweep: dict[str, dict[float | None, Any]] = {}
+    from secfl.runtime.simulator import Experiment
+
+    # one untimed plaintext round first: imports, data loading and torch's first kernels would
+    # otherwise land in the first protocol's seconds and look like its cost
+    Experiment(_resolve(args, {"protocol": "plaintext", "rounds": 1, "dp.epsilon": 0.0})).run()
     for name in names:
         for eps in epsilons:
             extra: dict[str, Any] = {"protocol": name, "dp.epsilon": eps or 0.0}
