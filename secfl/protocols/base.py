@@ -175,6 +175,10 @@ class Protocol(ABC):
     def close(self) -> None:  # noqa: B027 - optional
         """Release resources (process pools)."""
 
+    def clients_left(self, clients: frozenset[int]) -> None:  # noqa: B027 - optional
+        """``clients`` left the federation for good (dynamic membership): a protocol whose clients
+        hold a long-lived secret regenerates its keys here; others keep nothing per client."""
+
 
 def upload_one(rnd: ProtocolRound, client: int, update: np.ndarray, weight: float,
                seconds: dict[str, float]) -> tuple[str, str] | None:

@@ -21,6 +21,7 @@ TOML layout (every key optional; defaults below)::
     [train]       # secfl.fl.training.TrainConfig: epochs, batch_size, lr, optimizer, momentum, weight_decay, prox_mu
     [personalize] # local fine-tuning per site: epochs (0 = off), lr, optimizer, batch_size, every, holdout,
                   # save_models
+    [membership]  # initial = [client ids] (default all); schedule = [{round = 5, join = [..], leave = [..]}]
     [stop]        # metric ("" = run all rounds) | accuracy | loss | mse | mae | r2, patience, min_delta
     [dp]          # epsilon (0 = off), delta, noise_multiplier, mode = distributed | central,
                   # mechanism = auto | gaussian | discrete-gaussian | skellam, min_honest (0 = auto)
@@ -47,6 +48,7 @@ from secfl.fl.models import ModelSpec
 from secfl.fl.partition import PartitionConfig
 from secfl.fl.training import DeviceChoice, TrainConfig
 from secfl.protocols import PROTOCOLS
+from secfl.runtime.membership import MembershipConfig
 from secfl.runtime.personalize import PersonalizeConfig
 from secfl.runtime.privacy import DPSettings
 from secfl.runtime.stopping import StopConfig
@@ -60,7 +62,7 @@ __all__ = ["ExperimentConfig", "load_toml", "dump_toml", "apply_overrides"]
 
 _SECTIONS: dict[str, type[Any]] = {
     "data": DataConfig, "partition": PartitionConfig, "train": TrainConfig, "dp": DPSettings, "stop": StopConfig,
-    "personalize": PersonalizeConfig}
+    "personalize": PersonalizeConfig, "membership": MembershipConfig}
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class ExperimentConfig:
     dp: DPSettings = field(default_factory=DPSettings)
     stop: StopConfig = field(default_factory=StopConfig)
     personalize: PersonalizeConfig = field(default_factory=PersonalizeConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
     protocol_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

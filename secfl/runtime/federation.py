@@ -97,6 +97,9 @@ def party_roster_of(sites: Roster, protocol: Protocol, count: int) -> Roster:
 def _check_deployable(cfg: ExperimentConfig) -> None:
     if cfg.dp.enabled:
         raise ConfigError("differential privacy is not available across sites yet; run it with `secfl run`")
+    if cfg.membership.initial is not None or cfg.membership.schedule:
+        raise ConfigError("[membership] schedules run in the simulator; across sites, sites join and leave by"
+                          " starting or stopping their program (a site that is gone is a dropout)")
     if cfg.personalize.enabled:
         raise ConfigError("[personalize] is not available across sites yet (each site would fine-tune and report its"
                           " own metrics); run it with `secfl run`")

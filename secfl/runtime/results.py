@@ -49,6 +49,8 @@ class RoundRecord:
     seconds: dict[str, float]
     epsilon: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    #: clients in the federation this round (dynamic membership; None: not recorded)
+    population: int | None = None
 
 
 @dataclass

@@ -47,6 +47,7 @@ from secfl.protocols.base import upload_one
 from secfl.protocols.network import Network, server_id
 from secfl.runtime.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from secfl.runtime.config import ExperimentConfig
+from secfl.runtime.membership import Membership, MembershipCallback
 from secfl.runtime.personalize import split_sites, summarize
 from secfl.runtime.privacy import RunPrivacy
 from secfl.runtime.results import ExperimentResult, RoundRecord
@@ -164,13 +165,16 @@ class Experiment:
     ``model``: any ``torch.nn.Module`` to train instead of ``config.model`` (its parameters and
     buffers are what the protocol protects). ``dataset``: a :class:`~secfl.fl.data.Dataset`
     instead of ``config.data``. ``update_hook``: called on each client's update before it is
-    protected (fault injection for tests and attack studies).
+    protected (fault injection for tests and attack studies). ``membership``: called before every
+    round with (round, active clients), returns the active clients (dynamic membership,
+    :mod:`secfl.runtime.membership`).
     """
 
     config: ExperimentConfig = field(default_factory=ExperimentConfig)
     model: nn.Module | None = None
     dataset: Dataset | None = None
     update_hook: UpdateHook | None = None
+    membership: MembershipCallback | None = None
     _privacy: RunPrivacy | None = field(default=None, init=False, repr=False)
 
     def run(self, on_round: Callable[[RoundRecord], bool | None] | None = None, *,
@@ -231,11 +235,14 @@ class Experiment:
         stopped: tuple[int, str] | None = None
         personalized: list[dict[str, Any]] = []
         site_models: dict[int, nn.Module] = {}
+        members = Membership(cfg.membership, cfg.clients, self.membership)
         start = 0
         if checkpoint is not None:
             start, records, global_vec = checkpoint.rounds_done, list(checkpoint.records), checkpoint.global_vec
             state = dict(checkpoint.stopping)
             personalized = list(state.pop("personalization", []))
+            members = Membership(cfg.membership, cfg.clients, self.membership, active=state.pop("active"))
+            members.changes = list(state.pop("membership_changes"))
             done = state.pop("stopped", None)
             stopped = None if done is None else (int(done[0]), str(done[1]))
             stopping = EarlyStopping(cfg.stop, **state)
@@ -247,19 +254,27 @@ class Experiment:
             if out is None:
                 return
             state = {**{k: v for k, v in asdict(stopping).items() if k != "config"},
-                     "stopped": None if stopped is None else list(stopped), "personalization": personalized}
+                     "stopped": None if stopped is None else list(stopped), "personalization": personalized,
+                     "active": members.ordered(), "membership_changes": members.changes}
             save_checkpoint(out, Checkpoint(rnd_done, global_vec, records, state, len(records), cfg.to_dict()))
             partial = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim,
                                              dataset=data.name, client_sizes=sizes, device=str(device))
             finish_result(partial, cfg, model, codec, data, stopped, given_model=self.model is not None)
             _add_personalization(partial, personalized)
+            if members.changes:
+                partial.meta["membership"] = members.changes
             partial.meta["complete"] = stopped is not None or rnd_done == cfg.rounds
             partial.write(out)
 
         try:
             for rnd in range(start, cfg.rounds if stopped is None else start):
                 t_round = time.perf_counter()
-                chosen, silent = sample_clients(cfg.clients, cfg.sample_fraction, cfg.dropout, cfg.seed, rnd)
+                _, left = members.update(rnd + 1)
+                if left:
+                    protocol.clients_left(left)
+                active = members.ordered()  # every client: exactly the fixed-population sampling
+                picked, gone = sample_clients(len(active), cfg.sample_fraction, cfg.dropout, cfg.seed, rnd)
+                chosen, silent = [active[i] for i in picked], {active[i] for i in gone}
                 net = Network()
                 # 1. broadcast: one real message, delivered to every sampled client
                 t = time.perf_counter()
@@ -299,6 +314,7 @@ class Experiment:
                              "total": time.perf_counter() - t_round},
                     epsilon=None if self._privacy is None else self._privacy.step(),
                     metrics=metrics,
+                    population=len(active),
                 )
                 records.append(rec)
                 reason = stopping.update(rnd + 1, metrics)
@@ -328,6 +344,8 @@ class Experiment:
                                         client_sizes=sizes, device=str(device), **protocol_report(protocol, records))
         finish_result(result, cfg, model, codec, data, stopped, given_model=self.model is not None)
         _add_personalization(result, personalized)
+        if members.changes:
+            result.meta["membership"] = members.changes
         if cfg.personalize.save_models:
             result.site_models = site_models
         result.meta["complete"] = True

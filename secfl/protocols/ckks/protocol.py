@@ -11,6 +11,7 @@ one encryption pool (a simulation shortcut: no party reads another's object).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from secfl.crypto.ckks import CkksEncryptor, CkksParams, CkksPublicContext, CkksSecretContext
@@ -26,6 +27,8 @@ from secfl.protocols.network import Network
 from secfl.protocols.parties import Party
 
 __all__ = ["Ckks"]
+
+log = logging.getLogger("secfl.protocols.ckks")
 
 
 class _CkksRound(ProtocolRound):
@@ -150,6 +153,18 @@ class Ckks(Protocol):
             return self.key_holder.state()
         client = self._clients.get(party)
         return {} if client is None else client.state()
+
+    def clients_left(self, clients: frozenset[int]) -> None:
+        """Every client holds the shared secret key, so a departed one could still decrypt: the
+        next round runs under a fresh key pair and every remaining client is provisioned again."""
+        if not clients:
+            return
+        log.warning("ckks: client(s) %s left the federation; new keys from the next round (they hold the old key)",
+                    sorted(clients))
+        self.close()
+        self._clients.clear()
+        self.key_holder = CkksKeyHolder(self.options, self.params)
+        self.server = CkksServer(self.options, self.params)
 
     def close(self) -> None:
         for _, encryptor in self._shared.values():
