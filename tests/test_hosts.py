@@ -17,6 +17,7 @@ class Party:
         self.steps: list[int] = []
         self.released = 0
         self.used = False
+        self.done = False  # prepare() said there is nothing more to do
 
     def open(self) -> None:
         self.ready = True
@@ -27,6 +28,7 @@ class Party:
         if not self.ready:
             return None
         if len(self.steps) == 3:
+            self.done = True
             return False
         self.steps.append(len(self.steps))
         return True
@@ -51,6 +53,9 @@ class Party:
 
     def state(self) -> tuple[int, int]:
         return len(self.steps), self.released
+
+    def finished(self) -> bool:
+        return self.done
 
 
 def _double(chunk: list[int]) -> int:
@@ -92,12 +97,15 @@ def test_offline_work_runs_ahead_in_the_given_order_and_is_released(procs):
     procs.call("open", {i: () for i in range(6)})
     import time
 
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        states = procs.call("state", {i: () for i in range(6)})
-        if states[0][0] == states[2][0] == states[4][0] == 3:
-            break
+    # wait until every offered client has *finished* its offline work (prepare() returned False),
+    # not merely reached 3 steps: under load a worker could otherwise still be on client 4 when
+    # client 0 is used, and offer it work again after its release (seen once: (0, 2) != (0, 1))
+    deadline = time.monotonic() + 60
+    while not all(procs.call("finished", {i: () for i in (0, 2, 4)}).values()):
+        assert time.monotonic() < deadline, "offline work did not finish within 60 s"
         time.sleep(0.02)
+    states = procs.call("state", {i: () for i in range(6)})
+    assert states[0][0] == states[2][0] == states[4][0] == 3
     assert states[1] == states[3] == states[5] == (0, 0)  # not offered offline work
     # client 0 (worker 0) is used after 4 in the offline order: 4's held work is released
     assert procs.call("use", {0: (1,)})[0] == b"0:1:3"
