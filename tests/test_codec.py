@@ -202,7 +202,7 @@ def test_property_float_vectors_round_trip_exactly(data: st.DataObject) -> None:
     np.testing.assert_array_equal(codec.to_vector(codec.state_dict_from_vector(vec)), vec)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: GPU machines only")
 def test_cuda_module_keeps_device() -> None:
     net = _warm(4).cuda()
     codec = ModelCodec.from_module(net)

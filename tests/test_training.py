@@ -233,7 +233,7 @@ def test_bit_identical_in_fresh_process() -> None:
     assert out.stdout.strip() == _digest(_run_once(7))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: GPU machines only")
 def test_cuda_training_keeps_device_and_learns() -> None:
     model, codec, start = _setup()
     x, y = _blobs()
