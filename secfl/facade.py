@@ -25,7 +25,9 @@ class SecureMeanResult:
     ``mean``: the weighted mean (float64) over ``included`` clients; ``bytes_up`` / ``bytes_down``:
     bytes sent / received by all non-server parties, from the actual serialized messages;
     ``seconds``: phase → wall seconds (setup, protect, aggregate, reveal, total);
-    ``dropped``: client index → reason.
+    ``dropped``: client index → reason; ``error_bound``: the protocol's bound on
+    ``|mean − exact weighted mean|`` per coordinate (None: exact up to the wire's float rounding,
+    ``plaintext``).
     """
 
     mean: np.ndarray
@@ -36,6 +38,7 @@ class SecureMeanResult:
     dropped: dict[int, str] = field(default_factory=dict)
     total_weight: float = 0.0
     network: Network | None = None
+    error_bound: float | None = None
 
 
 def secure_mean(
@@ -57,6 +60,11 @@ def secure_mean(
     ``dropouts``: clients that go silent after setup, before their protected update arrives.
     ``stage_dropouts``: protocol stage name → clients that go silent before that stage.
     Every other keyword is a protocol option (unknown names are refused with the allowed list).
+
+    Precision: the encoding scales each update by ``weight / max_weight`` before it quantizes or
+    encodes it, so a loose ``max_weight`` throws away ``log2(max_weight / max weight)`` bits.
+    Unless you set it, ``max_weight`` is the largest of ``weights`` (1 for uniform weights): every
+    bit of the quantization and CKKS scale goes to the values.
     """
     vectors = [np.asarray(u) for u in updates]
     if not vectors:
@@ -68,12 +76,17 @@ def secure_mean(
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (n,):
         raise ConfigError(f"weights: expected {n} weights, got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ConfigError("weights: every weight must be a finite number > 0")
     dropped_set = {int(d) for d in dropouts}
     if not dropped_set <= set(range(n)):
         raise ConfigError(f"dropouts: indices must be in [0, {n}), got {sorted(dropped_set)}")
     stage = {k: frozenset(int(c) for c in v) for k, v in (stage_dropouts or {}).items()}
     round_seed = derive_seed(int(seed).to_bytes(32, "little", signed=True), "secure_mean") if seed is not None else None
 
+    options = dict(options)
+    if "max_weight" not in options and _takes_max_weight(protocol):
+        options["max_weight"] = float(w.max())  # the tightest public bound: these are the weights
     proto = make_protocol(protocol, **options)
     net = Network(record_views=record_views)
     seconds = {"setup": 0.0, "protect": 0.0, "aggregate": 0.0, "reveal": 0.0}
@@ -119,4 +132,19 @@ def secure_mean(
         dropped=dict(sorted(dropped.items())),
         total_weight=revealed.total_weight,
         network=net if record_views else None,
+        error_bound=_bound(rnd),
     )
+
+
+def _bound(rnd: Any) -> float | None:
+    bound = getattr(rnd, "error_bound", None)
+    return None if bound is None else float(bound)
+
+
+def _takes_max_weight(protocol: str) -> bool:
+    import dataclasses
+
+    from secfl.protocols import get_protocol
+
+    options = getattr(get_protocol(protocol), "Options", None)
+    return options is not None and any(f.name == "max_weight" for f in dataclasses.fields(options))

@@ -51,6 +51,8 @@ class RoundRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     #: clients in the federation this round (dynamic membership; None: not recorded)
     population: int | None = None
+    #: the protocol's bound on |revealed mean − exact weighted mean| per coordinate (None: plaintext)
+    error_bound: float | None = None
 
 
 @dataclass

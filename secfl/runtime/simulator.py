@@ -20,10 +20,8 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,7 @@ from secfl.runtime.personalize import split_sites, summarize
 from secfl.runtime.privacy import RunPrivacy
 from secfl.runtime.results import ExperimentResult, RoundRecord
 from secfl.runtime.stopping import EarlyStopping, StopRun
+from secfl.runtime.workers import TrainingPool
 
 __all__ = ["Experiment", "UpdateHook", "client_seed", "protocol_options", "finish_result", "StopRun"]
 
@@ -226,8 +225,7 @@ class Experiment:
                  codec.dim, device)
         pool = None
         if cfg.workers > 1:
-            ctx = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=(work,))
+            pool = TrainingPool(cfg.workers, _init_worker, work)
         else:
             _set_work(work, codec)
         records: list[RoundRecord] = []
@@ -285,7 +283,7 @@ class Experiment:
                 # 2. local training
                 seeds = [client_seed(cfg.seed, rnd, c) for c in chosen]
                 if pool is not None:
-                    results = list(pool.map(_train_one, chosen, [received[c] for c in chosen], seeds))
+                    results = pool.map(_train_one, chosen, [received[c] for c in chosen], seeds)
                 else:
                     results = [_train_one(c, received[c], s) for c, s in zip(chosen, seeds, strict=True)]
                 t_train = time.perf_counter() - t
@@ -315,6 +313,7 @@ class Experiment:
                     epsilon=None if self._privacy is None else self._privacy.step(),
                     metrics=metrics,
                     population=len(active),
+                    error_bound=record.error_bound,
                 )
                 records.append(rec)
                 reason = stopping.update(rnd + 1, metrics)
@@ -337,7 +336,7 @@ class Experiment:
         finally:
             protocol.close()
             if pool is not None:
-                pool.shutdown()
+                pool.close()
         if not records:
             raise ConfigError("no round ran (rounds already complete in the checkpoint?)")
         result = ExperimentResult.build(cfg, records, model_vector=global_vec, dim=codec.dim, dataset=data.name,
@@ -436,7 +435,8 @@ class Experiment:
             for c in chosen:
                 dropped.setdefault(c, f"round aborted: {exc}")
         seconds["reveal"] = time.perf_counter() - t
-        return _RoundOutcome(revealed, dropped, seconds)
+        bound = getattr(prot_round, "error_bound", None)
+        return _RoundOutcome(revealed, dropped, seconds, None if bound is None else float(bound))
 
 
 @dataclass
@@ -444,4 +444,5 @@ class _RoundOutcome:
     revealed: np.ndarray | None
     dropped: dict[int, str]
     seconds: dict[str, float]
+    error_bound: float | None = None
 
