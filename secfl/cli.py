@@ -577,9 +577,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from secfl.protocols.hosts import WorkerDied
+
     try:
         return int(args.func(args))
-    except SecFLError as exc:
+    except (SecFLError, WorkerDied) as exc:
         print(f"secfl: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:

@@ -21,6 +21,7 @@ __all__ = [
     "InsecureParametersError",
     "DecryptionRefusedError",
     "DroppedOutError",
+    "WorkerLostError",
     "SecurityWarning",
 ]
 
@@ -65,6 +66,12 @@ class ProtocolAbort(SecFLError, RuntimeError):
 class DroppedOutError(SecFLError):
     """A party is no longer part of this round (it went silent or was excluded at an earlier
     stage), so it cannot take this step."""
+
+
+class WorkerLostError(SecFLError, RuntimeError):
+    """A worker process this process depends on died (killed by a signal, e.g. the
+    out-of-memory killer, or crashed in native code): its state is lost and the run stops.
+    The message names the process and how it ended."""
 
 
 class InsufficientQuorumError(ProtocolAbort):

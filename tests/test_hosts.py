@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from secfl.errors import ConfigError, MalformedMessageError
-from secfl.protocols.hosts import InlineHost, ProcessHost, WorkerCrashed, auto_processes, make_host
+from secfl.protocols.hosts import InlineHost, ProcessHost, WorkerCrashed, WorkerDied, auto_processes, make_host
 
 
 class Party:
@@ -178,7 +178,7 @@ def test_a_killed_worker_fails_the_round_and_the_next_round_starts_fresh_workers
         host = rnd._host
         host._procs[1].kill()
         host._procs[1].join(timeout=10)
-        with pytest.raises(WorkerCrashed, match="worker process"):
+        with pytest.raises(WorkerDied, match="worker process 1 was killed by SIGKILL"):
             for c in range(6):
                 rnd.receive(c, rnd.protect(c, x[c], 1.0))
         assert not host.alive

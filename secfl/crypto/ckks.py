@@ -1308,11 +1308,14 @@ class CkksEncryptor:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            from secfl.crypto._procs import worker_initializer
+
             ctx = self.context
             secret = isinstance(ctx, CkksSecretContext)
             blob = ctx.to_bytes(include_secret_key=True) if isinstance(ctx, CkksSecretContext) else ctx.to_bytes()
+            # workers exit when this process dies, and leave Ctrl-C to it
             self._pool = ProcessPoolExecutor(self.workers - 1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init, initargs=(blob, secret))
+                                             initializer=worker_initializer, initargs=(_worker_init, blob, secret))
         return self._pool
 
     def encrypt_seeded_to_bytes(self, values: np.ndarray) -> bytes:

@@ -20,7 +20,9 @@ protocol's wire bytes, plus each client's own local input), ``run`` runs statele
 
 Results never depend on the host. A typed :class:`~secfl.errors.SecFLError` raised by one
 client is returned as that client's result (its failure is its own); any other exception in a
-worker is a bug and re-raised here as :class:`WorkerCrashed` with the worker's traceback.
+worker is a bug and re-raised here as :class:`WorkerCrashed` with the worker's traceback. A
+worker that dies fails the call at once with :class:`WorkerCrashed` (the host closes; the next
+round opens a new one), and workers exit by themselves when this process dies.
 
 Security: the pipe between this process and a worker carries the simulator's own commands
 (a pickled envelope of method name, client id and arguments); what passes between *parties* is
@@ -42,9 +44,10 @@ from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from secfl.crypto._procs import describe_exit, exit_with_parent
 from secfl.errors import ConfigError, SecFLError
 
-__all__ = ["PartyHost", "InlineHost", "ProcessHost", "WorkerCrashed", "make_host", "auto_processes"]
+__all__ = ["PartyHost", "InlineHost", "ProcessHost", "WorkerCrashed", "WorkerDied", "make_host", "auto_processes"]
 
 #: clients a worker prepares ahead of need (each holds one precomputed mask in memory)
 DEFAULT_WINDOW = 8
@@ -53,7 +56,16 @@ _START_TIMEOUT = 120.0
 
 
 class WorkerCrashed(RuntimeError):
-    """A worker process failed with an exception that is not a typed protocol error (a bug)."""
+    """A worker process died, or failed with an exception that is not a typed protocol error (a bug).
+
+    Not a :class:`~secfl.errors.SecFLError` on purpose: protocol rounds treat a SecFLError
+    from one client's step as that client's failure (it drops out), while this is the host's
+    failure and must end the round."""
+
+
+class WorkerDied(WorkerCrashed):
+    """A worker process died (a signal, the out-of-memory killer): no traceback to show, the
+    message says which process and how it ended."""
 
 
 class PartyHost(ABC):
@@ -148,6 +160,7 @@ def _worker_main(conn: Connection, window: int) -> None:  # pragma: no cover - r
     later: list[int] = []  # clients not ready yet: offered again after the next command
     held: set[int] = set()  # clients holding prepared work not yet consumed
     background = 0.0  # seconds of offline work not yet reported
+    exit_with_parent()  # a killed driver leaves no worker behind, even one busy with offline work
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it closes us
     conn.send(("ready", os.getpid(), 0.0))
     while True:
@@ -218,10 +231,13 @@ def _shutdown(procs: list[Any], conns: list[Connection]) -> None:
             c.send(("close",))
         except (OSError, ValueError):
             pass
+    deadline = time.monotonic() + 5  # one grace period for all workers, then they are killed
     for p in procs:
-        p.join(timeout=5)
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in procs:
         if p.is_alive():
-            p.terminate()
+            p.kill()
+            p.join(timeout=5)
     for c in conns:
         c.close()
 
@@ -271,12 +287,14 @@ class ProcessHost(PartyHost):
         if not self._finalizer.alive:
             raise ConfigError("this ProcessHost is closed")
         out, crash = {}, None
-        try:
-            for w, cmd in requests.items():
+        for w, cmd in requests.items():
+            try:
                 self._conns[w].send(cmd)
-        except OSError as exc:
-            self.close()  # the workers' state is lost with one of them: the next round starts fresh ones
-            raise WorkerCrashed(f"a secfl worker process is gone ({exc})") from None
+            except OSError:
+                self._procs[w].join(timeout=1)
+                code = self._procs[w].exitcode
+                self.close()  # the workers' state is lost with one of them: the next round starts fresh ones
+                raise WorkerDied(f"secfl worker process {w} {describe_exit(code)}") from None
         for w in requests:
             try:
                 status, value, spent = self._conns[w].recv()
@@ -284,7 +302,7 @@ class ProcessHost(PartyHost):
                 self._procs[w].join(timeout=1)
                 code = self._procs[w].exitcode
                 self.close()
-                raise WorkerCrashed(f"secfl worker process {w} exited (exit code {code}) before answering") from None
+                raise WorkerDied(f"secfl worker process {w} {describe_exit(code)} before answering") from None
             self.seconds += spent
             if status == "crash":
                 crash = crash or value
