@@ -41,6 +41,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _probe import speed_probe  # noqa: E402
 
 from secfl.crypto.prg import Prg  # noqa: E402
 from secfl.errors import SecFLError  # noqa: E402
@@ -77,21 +80,6 @@ def dropped_clients(n: int, fraction: float) -> set[int]:
         return set()
     step = max(1, round(1 / fraction))
     return {c for c in range(n) if c % step == step - 1}
-
-
-def speed_probe() -> float:
-    """Milliseconds for a fixed slice of the round's own work (20 X25519 agreements + HKDFs, 20
-    AES-CTR expansions of 10**5 words): this shared machine's single-core speed swings by up to 2×
-    over minutes, so every row records it (≈ 11 ms when the machine runs at full speed)."""
-    from secfl.crypto.keys import PrivateKey, hkdf, shared_secret
-    from secfl.crypto.prg import Prg
-
-    a, b = PrivateKey.generate(), PrivateKey.generate().public_key
-    t = time.perf_counter()
-    for _ in range(20):
-        hkdf(shared_secret(a, b))
-        Prg(b"\x07" * 32).uint32(100_000)
-    return (time.perf_counter() - t) * 1e3
 
 
 def one_round(protocol: str, n: int, d: int, dropout: float, stage: str, options: dict[str, Any]) -> dict[str, Any]:
