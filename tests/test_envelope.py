@@ -13,7 +13,7 @@ from secfl.protocols.network import Network, server_id
 from secfl.protocols.parties import LocalTransport
 from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.federation import TRAIN_STAGE, FederationServer, local_federation
-from tests.relay_support import Relay
+from relay_support import Relay
 
 SERVER = server_id(0)
 STAGE = "demo.stage"
