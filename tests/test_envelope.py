@@ -5,6 +5,7 @@ and the offending message costs its sender the round, not the round itself."""
 from __future__ import annotations
 
 import pytest
+from relay_support import Relay
 
 from secfl.crypto.identity import new_identities
 from secfl.errors import AuthenticationError, ConfigError, ReplayError
@@ -13,7 +14,6 @@ from secfl.protocols.network import Network, server_id
 from secfl.protocols.parties import LocalTransport
 from secfl.runtime.config import ExperimentConfig
 from secfl.runtime.federation import TRAIN_STAGE, FederationServer, local_federation
-from relay_support import Relay
 
 SERVER = server_id(0)
 STAGE = "demo.stage"
