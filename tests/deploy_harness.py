@@ -81,7 +81,7 @@ class Deployment:
         return self.start("server", secfl_cmd("deploy", "server", str(path), "--address", self.address, "--certs",
                                               str(self.certs), "--out", str(self.out), "--quiet",
                                               "--stage-timeout", str(stage_timeout), "--train-timeout", "60",
-                                              "--join-timeout", "90", *(ids if identity else []), *extra))
+                                              "--join-timeout", "150", *(ids if identity else []), *extra))
 
     def client(self, site: int, *extra: str, name: str | None = None, certs: Path | None = None,
                address: str | None = None, connect_timeout: float = 60.0, identity: bool = True) -> Proc:

@@ -82,7 +82,8 @@ def test_secure_mean_reveal_gives_the_server_the_key_only_in_unsafe_float(mode):
     loud = [w for w in caught if issubclass(w.category, SecurityWarning)]
     assert bool(loud) == (mode == "unsafe-float")
     public, uploads, aggregate = _server_material(res.network)
-    key = _attack(public, aggregate, res.mean, res.total_weight, CkksOptions(**kwargs), clients)
+    options = CkksOptions(max_weight=float(ws.max()), **kwargs)  # secure_mean's default: the largest weight
+    key = _attack(public, aggregate, res.mean, res.total_weight, options, clients)
     if mode == "grid":
         assert key is None
         ref = (ws[:, None] * xs).sum(0) / ws.sum()
@@ -90,7 +91,7 @@ def test_secure_mean_reveal_gives_the_server_the_key_only_in_unsafe_float(mode):
         return
     assert key is not None  # the attack works: the server decrypts client 3's individual upload
     got = _client_plain(key, public, uploads[3], dim)
-    a = ws[3] / CkksOptions().max_weight
+    a = ws[3] / options.max_weight
     assert np.max(np.abs(got[:dim] - a * xs[3])) < 1e-6 and abs(got[dim] - a) < 1e-6
 
 

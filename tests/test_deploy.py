@@ -52,7 +52,7 @@ def test_three_sites_two_rounds_match_the_simulation(deployment, protocol):
     config = {**TINY, "protocol": protocol, "protocol_options": opts}
     server = deployment.server(config)
     sites = [deployment.client(k, "--protocol", protocol) for k in range(3)]
-    assert deployment.wait(server, 240) == 0, server.output()[-3000:]
+    assert deployment.wait(server, 360) == 0, server.output()[-3000:]
     for s in sites:
         assert deployment.wait(s, 60) == 0, s.output()
         assert "the server ended the run" in s.output()
@@ -104,7 +104,7 @@ def test_nothing_secret_reaches_the_server_processes(deployment, protocol):
     config = {**TINY, "rounds": 1, "protocol": protocol, "protocol_options": PROTOCOLS[protocol][0]}
     server = deployment.server(config, "--record", str(deployment.root / "record.bin"))
     sites = [deployment.client(k) for k in range(3)]
-    assert deployment.wait(server, 240) == 0, server.output()[-3000:]
+    assert deployment.wait(server, 360) == 0, server.output()[-3000:]
     for s in sites:
         assert deployment.wait(s, 60) == 0
     _audit_record(deployment, protocol)
@@ -261,7 +261,7 @@ def test_node_authentication_admits_registered_keys_each_for_its_own_site(deploy
     assert "refuses this site's node key" in stranger.output()
     assert len(stranger.output().strip().splitlines()) == 1
     sites = [deployment.client(k, "--auth-key", str(keys / f"site-{k}.key")) for k in range(2)]
-    assert deployment.wait(server, 240) == 0, server.output()[-3000:]
+    assert deployment.wait(server, 360) == 0, server.output()[-3000:]
     for s in sites:
         assert deployment.wait(s, 60) == 0, s.output()
     import json

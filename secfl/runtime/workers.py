@@ -7,7 +7,8 @@ on the pipes and the workers' process sentinels together, so:
 - a worker that dies (a signal, the out-of-memory killer, a crash in native code) makes
   :meth:`~TrainingPool.map` raise :class:`~secfl.errors.WorkerLostError` at once, naming the
   process and how it ended; no retry (its in-memory state is gone, the run stops);
-- a task that raises is re-raised here with the worker's traceback as its cause;
+- the first task to fail (in order of arrival: fail fast) is re-raised here with the worker's
+  traceback as its cause, and the pool is closed;
 - Ctrl-C interrupts the wait in this process (workers ignore SIGINT) and the pool is ended;
 - :meth:`~TrainingPool.close` never blocks for long: idle workers are asked to exit, any
   still running after a few seconds are killed;

@@ -284,7 +284,7 @@ def _ckks_key_recovery(unsafe: bool) -> ActiveOutcome:
             aggregate = CkksAggregate.from_bytes(d.data).ciphertexts
     if public is None or aggregate is None or 3 not in uploads:
         raise ProtocolAbort("ckks key recovery: the recorded round lacks the server's material")
-    options = CkksOptions(**kwargs)
+    options = CkksOptions(max_weight=float(ws.max()), **kwargs)  # what secure_mean used: public
     agg = public.ciphertexts_from_bytes(aggregate)
     vals = public.params.values_per_ciphertext
     sums = np.asarray(res.mean, dtype=np.float64) * (res.total_weight / options.max_weight)
