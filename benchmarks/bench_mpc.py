@@ -54,6 +54,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 HEADLINE = {"protocol": "secagg", "clients": 1000, "dim": 100_000, "dropout": 0.1}
 
 
+MAX_WEIGHT = 100  # client weights are 1..MAX_WEIGHT
+
+
 class Updates:
     """Client updates generated on demand: a shared base direction, scaled per client (float32)."""
 
@@ -65,7 +68,7 @@ class Updates:
 
     @staticmethod
     def weight(client: int) -> float:
-        return float(1 + (client * 37) % 100)
+        return float(1 + (client * 37) % MAX_WEIGHT)
 
     def reference(self, included: tuple[int, ...]) -> np.ndarray:
         w = np.asarray([self.weight(c) for c in included])
@@ -89,7 +92,8 @@ def one_round(protocol: str, n: int, d: int, dropout: float, stage: str, options
     if protocol == "secagg" and silent:  # declared, so the simulation does not precompute their masks
         dropouts = {stage: frozenset(silent)}
     net = Network()
-    proto = make_protocol(protocol, **options)
+    # the tightest public bound on the weights used (1..100), as the runtime and secure_mean set it
+    proto = make_protocol(protocol, **{"max_weight": float(MAX_WEIGHT), **options})
     load0 = os.getloadavg()[0]
     probe = speed_probe()
     t0, c0 = time.perf_counter(), time.process_time()
