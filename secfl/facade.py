@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,10 +13,12 @@ import numpy as np
 from secfl.crypto.prg import derive_seed
 from secfl.errors import ConfigError, ProtocolAbort
 from secfl.protocols import RoundSpec, make_protocol
-from secfl.protocols.base import upload_one
+from secfl.protocols.base import upload_one, weight_precision
 from secfl.protocols.network import Network
 
 __all__ = ["SecureMeanResult", "secure_mean"]
+
+log = logging.getLogger("secfl")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,12 @@ def secure_mean(
     options = dict(options)
     if "max_weight" not in options and _takes_max_weight(protocol):
         options["max_weight"] = float(w.max())  # the tightest public bound: these are the weights
+    elif "max_weight" in options and _takes_max_weight(protocol):
+        cost = weight_precision(options["max_weight"], float(w.max()))
+        if cost["bits_given_up"] >= 1:
+            log.warning("secure_mean: max_weight %g is above the largest weight %g: the encoding gives up %.1f bits"
+                        " of precision (leave max_weight unset for the tight bound)", cost["max_weight"],
+                        cost["largest_weight"], cost["bits_given_up"])
     proto = make_protocol(protocol, **options)
     net = Network(record_views=record_views)
     seconds = {"setup": 0.0, "protect": 0.0, "aggregate": 0.0, "reveal": 0.0}

@@ -53,3 +53,30 @@ def test_a_thousand_clients_within_the_bound(protocol):
     res = secfl.secure_mean(x, w, protocol=protocol, clip_range=1.0)
     exact = (w[:, None] * x).sum(0) / w.sum()
     assert np.abs(res.mean - exact).max() <= res.error_bound
+
+
+def test_a_loose_max_weight_says_how_many_bits_it_gives_up(caplog):
+    from secfl.protocols.base import weight_precision
+
+    assert weight_precision(4096, 4096) == {"max_weight": 4096.0, "largest_weight": 4096.0, "bits_given_up": 0.0}
+    assert weight_precision(1024, 1)["bits_given_up"] == 10.0
+    x, w = _inputs(4, 8, 1.0, 0)
+    with caplog.at_level("WARNING", logger="secfl"):
+        loose = secfl.secure_mean(x, w, protocol="additive", max_weight=1024.0)
+    assert "gives up 10.0 bits of precision" in caplog.text
+    tight = secfl.secure_mean(x, w, protocol="additive")
+    assert loose.error_bound > 500 * tight.error_bound  # the bound says what was given up: 2^10 ≈ 1024×
+
+
+def test_the_runtime_reports_the_bits_a_hand_set_max_weight_gives_up(caplog):
+    base = {"protocol": "additive", "clients": 4, "rounds": 1, "data": {"name": "synthetic", "synthetic_samples": 200}}
+    tight = secfl.Experiment(secfl.ExperimentConfig.from_dict(base)).run()
+    largest = max(tight.meta["client_sizes"])
+    assert tight.meta["precision"] == {"max_weight": largest, "largest_weight": largest, "bits_given_up": 0.0}
+    with caplog.at_level("WARNING", logger="secfl"):
+        loose = secfl.Experiment(secfl.ExperimentConfig.from_dict(
+            {**base, "protocol_options": {"max_weight": 64.0 * largest}})).run()
+    assert loose.meta["precision"]["bits_given_up"] == 6.0
+    assert "gives up 6.0 bits of precision" in caplog.text
+    dp = secfl.Experiment(secfl.ExperimentConfig.from_dict({**base, "dp": {"epsilon": 8.0}, "clip": 1.0})).run()
+    assert dp.meta["precision"] == {"max_weight": 1.0, "largest_weight": 1.0, "bits_given_up": 0.0}

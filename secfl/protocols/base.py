@@ -21,6 +21,7 @@ counts bytes, so every protocol is measured the same way.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ __all__ = [
     "ProtocolRound",
     "check_update",
     "check_weight",
+    "weight_precision",
     "build_options",
     "upload_one",
 ]
@@ -231,6 +233,14 @@ def check_update(update: np.ndarray, dim: int, *, max_abs: float | None = None, 
         if peak > max_abs:
             raise InvalidUpdateError(f"{who}: value {peak:.6g} outside the allowed range ±{max_abs:.6g}")
     return arr
+
+
+def weight_precision(max_weight: float, largest_weight: float) -> dict[str, float]:
+    """What a public weight bound costs. Every update is scaled by ``weight / max_weight`` before it
+    is quantized or encoded, so a bound above the largest weight actually used gives up
+    ``log2(max_weight / largest_weight)`` bits of precision (0 for the tight bound)."""
+    lost = max(0.0, math.log2(float(max_weight) / float(largest_weight)))
+    return {"max_weight": float(max_weight), "largest_weight": float(largest_weight), "bits_given_up": round(lost, 2)}
 
 
 def check_weight(weight: float, *, who: str = "weight", max_weight: float | None = None) -> float:

@@ -41,7 +41,7 @@ from secfl.fl.models import ModelSpec, build_model, check_model_fits, describe_m
 from secfl.fl.partition import partition
 from secfl.fl.training import LocalResult, evaluate_metrics, local_train, select_device
 from secfl.protocols import RoundSpec, get_protocol, make_protocol
-from secfl.protocols.base import upload_one
+from secfl.protocols.base import upload_one, weight_precision
 from secfl.protocols.network import Network, server_id
 from secfl.runtime.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from secfl.runtime.config import ExperimentConfig
@@ -92,6 +92,20 @@ def protocol_options(cfg: ExperimentConfig, largest_client: int) -> dict[str, An
     if "max_weight" in fields and "max_weight" not in opts:
         opts["max_weight"] = 1.0 if cfg.dp.enabled else float(largest_client)
     return opts
+
+
+def precision_report(cfg: ExperimentConfig, opts: dict[str, Any], largest_client: int) -> dict[str, float]:
+    """``meta.precision``: the protocol's public weight bound against the largest weight a round
+    can use (1 under DP, else the largest client's size) and the bits of precision the difference
+    gives up; a warning when it is a bit or more (only a ``max_weight`` set by hand can be loose)."""
+    if "max_weight" not in opts:
+        return {}
+    cost = weight_precision(opts["max_weight"], 1.0 if cfg.dp.enabled else float(largest_client))
+    if cost["bits_given_up"] >= 1:
+        log.warning("protocol_options.max_weight %g is above the largest weight a client can have (%g): the encoding"
+                    " gives up %.1f bits of precision (leave it unset for the tight bound)", cost["max_weight"],
+                    cost["largest_weight"], cost["bits_given_up"])
+    return cost
 
 
 def finish_result(result: ExperimentResult, cfg: ExperimentConfig, model: nn.Module, codec: ModelCodec,
@@ -206,7 +220,10 @@ class Experiment:
         device = select_device(cfg.device)
         work = _ClientWork(data.x_train, data.y_train, parts, model, cfg.train, str(device), data.task)
         global_vec = codec.to_vector(model).astype(np.float32)
-        protocol = make_protocol(cfg.protocol, **protocol_options(cfg, max(int(p.size) for p in parts)))
+        largest = max(int(p.size) for p in parts)
+        opts = protocol_options(cfg, largest)
+        precision = precision_report(cfg, opts, largest)
+        protocol = make_protocol(cfg.protocol, **opts)
         seed_bytes = derive_seed(int(cfg.seed).to_bytes(32, "little"), "experiment")
         self._privacy = None
         if cfg.dp.enabled:
@@ -348,6 +365,8 @@ class Experiment:
         if cfg.personalize.save_models:
             result.site_models = site_models
         result.meta["complete"] = True
+        if precision:
+            result.meta["precision"] = precision
         if checkpoint is not None:
             result.meta["resumed_after_round"] = checkpoint.rounds_done
         if self._privacy is not None:
