@@ -249,3 +249,30 @@ def test_ctrl_c_ends_a_busy_pool_at_once():
         assert any("KeyboardInterrupt" in line for line in driver.stderr())
     finally:
         driver.end()
+
+
+def test_a_dead_secagg_worker_is_one_line_from_the_cli(monkeypatch, capsys):
+    import secfl.cli as cli
+    from secfl.protocols.hosts import WorkerDied
+
+    def dies(args):
+        raise WorkerDied("secfl worker process 1 was killed by SIGKILL (e.g. by the out-of-memory killer)")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser, dies))
+    assert cli.main(["run", "--protocol", "secagg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["secfl: error: WorkerDied: secfl worker process 1 was killed by SIGKILL (e.g. by the out-of-memory"
+                   " killer)"]
+
+
+def _with_func(parser: Any, func: Any) -> Any:
+    parse = parser.parse_args
+
+    def parse_args(argv: Any = None) -> Any:
+        args = parse(argv)
+        args.func = func
+        return args
+
+    parser.parse_args = parse_args
+    return parser
