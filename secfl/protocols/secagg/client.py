@@ -413,7 +413,8 @@ class SecAggClient(ClientParty):
     def _check_consistency(self, msg: SaCheckedUnmaskRequest) -> None:
         """Consistency check, second half: the request agrees with the U3 this client signed, and
         at least t of its neighbours signed the same U3 (one verification per needed signer)."""
-        assert self._roster is not None
+        if self._roster is None:
+            raise ConfigError("secagg.consistency_check needs this client's identity key and the federation roster")
         if self._u3 is None or msg.u3 != self._u3:
             raise DecryptionRefusedError(f"client {self.id}: the unmask request carries another U3 than the one "
                                          "it signed")
