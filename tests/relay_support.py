@@ -5,6 +5,7 @@ adversary would (fresh, valid frames: the CRC does not save anyone)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from secfl.protocols.parties import Transport
 
@@ -33,3 +34,16 @@ class Relay(Transport):
         if stage == self.stage and self.on_reply is not None:
             got = {pid: self.on_reply(pid, data) for pid, data in got.items()}
         return got
+
+
+def rewrite_active_set(craft: Callable[[Any], Any]) -> Rewrite:
+    """A relay rewrite for THR_PARTIAL_REQUEST: ``craft(msg) -> msg`` rewrites the THR_ACTIVE_SET
+    (aggregate, active members, clients) that a quorum member receives."""
+    from secfl.protocols.ckks_threshold.messages import ThrActiveSet, ThrPartialRequest
+
+    def rewrite(_pid: int, data: bytes) -> bytes:
+        req = ThrPartialRequest.from_bytes(data)
+        msg = craft(ThrActiveSet.from_bytes(req.active_set))
+        return ThrPartialRequest(req.round, req.sender, req.clients, msg.to_bytes()).to_bytes()
+
+    return rewrite

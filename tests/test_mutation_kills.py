@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from relay_support import rewrite_active_set
 
 from secfl.crypto.keys import PrivateKey, PublicKey, agree, seal
 from secfl.crypto.prg import fresh_seed
@@ -266,17 +267,6 @@ def _threshold_round(on_request=None):
     return proto, parties, failures, error
 
 
-def _rewrite_active_set(craft):
-    from secfl.protocols.ckks_threshold.messages import ThrActiveSet, ThrPartialRequest
-
-    def rewrite(_pid: int, data: bytes) -> bytes:
-        req = ThrPartialRequest.from_bytes(data)
-        msg = craft(ThrActiveSet.from_bytes(req.active_set))
-        return ThrPartialRequest(req.round, req.sender, req.clients, msg.to_bytes()).to_bytes()
-
-    return rewrite
-
-
 def _unpacked(blob: bytes, count: int, p) -> np.ndarray:
     from secfl.crypto.threshold import unpack_polys
 
@@ -300,7 +290,7 @@ def test_a_member_refuses_a_request_repeating_one_ciphertext():
                        for i in range(len(msg.included)))
         return replace(_with_c1(replace(msg, count=2 * msg.count), doubled, params), client_c1=own)
 
-    _, _, failures, error = _threshold_round(_rewrite_active_set(twice))
+    _, _, failures, error = _threshold_round(rewrite_active_set(twice))
     assert error is not None
     assert failures and all("second partial decryption" in f for f in failures), failures
 
@@ -308,7 +298,7 @@ def test_a_member_refuses_a_request_repeating_one_ciphertext():
 def test_a_member_refuses_an_active_set_larger_than_the_threshold():
     """protocols-threshold-member-active-size: every key holder in the active set (t + 1 here)
     is not the set of t the server must fix."""
-    _, _, failures, error = _threshold_round(_rewrite_active_set(lambda msg: replace(msg, active=(0, 1, 2))))
+    _, _, failures, error = _threshold_round(rewrite_active_set(lambda msg: replace(msg, active=(0, 1, 2))))
     assert error is not None
     assert failures and all("key holders including this member" in f for f in failures), failures
 

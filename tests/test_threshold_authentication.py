@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from relay_support import Relay
+from relay_support import Relay, rewrite_active_set
 
 from secfl.crypto.identity import IdentityKey, new_identities, signed_bytes
 from secfl.crypto.keys import PrivateKey
@@ -152,18 +152,6 @@ def test_a_site_whose_identity_is_not_the_rosters_is_refused():
 
 # -- item 3: members decrypt only real aggregates ---------------------------------------------------
 
-def _crafting(craft):
-    """Rewrites the aggregate in every THR_ACTIVE_SET the members receive (``craft(msg) -> msg``)."""
-    from secfl.protocols.ckks_threshold.messages import ThrActiveSet, ThrPartialRequest
-
-    def rewrite(_pid: int, data: bytes) -> bytes:
-        req = ThrPartialRequest.from_bytes(data)
-        msg = craft(ThrActiveSet.from_bytes(req.active_set))
-        return ThrPartialRequest(req.round, req.sender, req.clients, msg.to_bytes()).to_bytes()
-
-    return rewrite
-
-
 def _with_c1(msg, c1_polys, params):
     from dataclasses import replace
 
@@ -180,7 +168,7 @@ def _crafted_round(craft):
     parties, _ = _federation(proto)
     _inputs(parties, 0)
     relay = Relay(LocalTransport(Network(), parties), "thr.partial",
-                  on_request=_crafting(lambda msg: craft(msg, proto.params)))
+                  on_request=rewrite_active_set(lambda msg: craft(msg, proto.params)))
     with pytest.raises(InsufficientQuorumError):
         coord.run_round(RoundSpec(0, CLIENTS, DIM), relay)
     return [relay.failures[member_id(j)] for j in range(N) if member_id(j) in relay.failures]

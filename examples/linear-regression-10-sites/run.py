@@ -24,12 +24,10 @@ import secfl
 from secfl.fl.data import load_dataset
 from secfl.fl.partition import partition
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _common import load_config  # noqa: E402
+
 PROTOCOLS = ("plaintext", "ckks", "ckks-threshold", "additive", "secagg")
 
 
@@ -50,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "runs")
     args = ap.parse_args(argv)
 
-    with (HERE / "config.toml").open("rb") as fh:
-        base = tomllib.load(fh)
-    if args.rounds:
-        base["rounds"] = args.rounds
+    base = load_config(HERE, rounds=args.rounds or None)
     rows, weights = [], {}
     # one untimed round first, so that no protocol's time includes the one-time start-up (imports, data)
     secfl.Experiment(secfl.ExperimentConfig.from_dict({**base, "protocol": "plaintext", "rounds": 1})).run()

@@ -17,19 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import secfl
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from _common import REPO, load_config, run_timed  # noqa: E402
 from make_data import DEFAULT as DATA  # noqa: E402
 from make_data import make  # noqa: E402
 
@@ -46,12 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not DATA.exists():
         print(f"making {make(DATA).relative_to(REPO)}")
-    with (HERE / "config.toml").open("rb") as fh:
-        values = tomllib.load(fh)
-    values["data"]["path"] = str(REPO / values["data"]["path"])
-    for key, value in (("protocol", args.protocol), ("rounds", args.rounds)):
-        if value is not None:
-            values[key] = value
+    values = load_config(HERE, protocol=args.protocol, rounds=args.rounds)
     for key, value in (("patience", args.patience), ("min_delta", args.min_delta)):
         if value is not None:
             values["stop"][key] = value
@@ -64,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.target_accuracy is not None and rec.accuracy >= args.target_accuracy:
             raise secfl.StopRun(f"test accuracy {rec.accuracy:.4f} reached the target {args.target_accuracy:g}")
 
-    start = time.perf_counter()
-    result = secfl.Experiment(cfg).run(on_round=show)
-    seconds = time.perf_counter() - start
-    result.write(out)
+    result, seconds = run_timed(cfg, out, show)
     final = result.final
     best = min(result.rounds, key=lambda r: r.loss)
     where = f"stopped after round {final['stopped_at']}" if final["stopped_at"] else "did not stop early"

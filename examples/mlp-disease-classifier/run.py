@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,9 @@ from sklearn.datasets import load_breast_cancer
 
 import secfl
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _common import load_config, run_timed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    with (HERE / "config.toml").open("rb") as fh:
-        values = tomllib.load(fh)
-    for key, value in (("protocol", args.protocol), ("rounds", args.rounds)):
-        if value is not None:
-            values[key] = value
+    values = load_config(HERE, protocol=args.protocol, rounds=args.rounds)
     cfg = secfl.ExperimentConfig.from_dict(values)
     out = args.out or HERE / "runs" / cfg.protocol
 
@@ -50,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {rec.round:2d}  accuracy {rec.accuracy:.4f}  loss {rec.loss:.4f}"
               f"  up {rec.bytes_up_per_client:,.0f} B/client  {rec.seconds['total']:.2f} s", flush=True)
 
-    start = time.perf_counter()
-    result = secfl.Experiment(cfg).run(on_round=show)
-    seconds = time.perf_counter() - start
-    result.write(out)
+    result, seconds = run_timed(cfg, out, show)
     model = result.meta["model"]
     print(f"\n{cfg.protocol}: test accuracy {result.final['accuracy']:.4f} after {len(result.rounds)} rounds,"
           f" {seconds:.1f} s; model {model['spec']} with {model['parameters']:,} parameters")

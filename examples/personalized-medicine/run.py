@@ -17,19 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import secfl
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
+from _common import REPO, load_config, run_timed  # noqa: E402
 from digits28 import make  # noqa: E402
 
 DATA = HERE / "data" / "digits28.npz"
@@ -46,13 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not DATA.exists():
         print(f"making {make(DATA).relative_to(REPO)}")
-    with (HERE / "config.toml").open("rb") as fh:
-        values = tomllib.load(fh)
-    values["data"]["path"] = str(REPO / values["data"]["path"])
+    values = load_config(HERE, protocol=args.protocol, rounds=args.rounds, clip=args.clip)
     values["personalize"]["save_models"] = True
-    for key, value in (("protocol", args.protocol), ("rounds", args.rounds), ("clip", args.clip)):
-        if value is not None:
-            values[key] = value
     if args.epsilon is not None:
         values["dp"]["epsilon"] = args.epsilon
     cfg = secfl.ExperimentConfig.from_dict(values)
@@ -64,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {rec.round:2d}  accuracy {rec.accuracy:.4f}  loss {rec.loss:.4f}"
               f"  {rec.seconds['total']:.1f} s{e}", flush=True)
 
-    start = time.perf_counter()
-    result = secfl.Experiment(cfg).run(on_round=show)
-    seconds = time.perf_counter() - start
-    result.write(out)
+    result, seconds = run_timed(cfg, out, show)
     pers = result.final["personalized"]
     print(f"\nglobal model: test accuracy {result.final['accuracy']:.4f} ({cfg.protocol}, "
           f"{'no DP' if not eps else f'ε = {eps:g}, δ = {cfg.dp.delta:g}'}), {seconds:.0f} s")
